@@ -1,0 +1,107 @@
+//! The lake: an object store behind one small trait, with an S3 implementation
+//! (`aws.rs`, aws-sdk-s3) and a local-filesystem one (`local.rs`, the embedded default).
+//!
+//! Semantics follow the `object_store` crate: put modes (overwrite, create-if-absent,
+//! update-if-match by ETag), error variants callers act on (`NotFound`, `AlreadyExists`,
+//! `Precondition`), and local writes staged to a temp file then renamed, so no reader ever
+//! sees a half-written object. `conformance::suite` runs against both implementations.
+
+mod aws;
+pub mod conformance;
+mod error;
+mod local;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use aws::S3Store;
+pub use error::LakeError;
+pub use local::LocalStore;
+
+/// What a listing or a head request tells about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key inside the lake (no leading slash), e.g. `raw/funnel/2019-10.csv`.
+    pub key: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Entity tag, quotes stripped. The local store derives one from size and mtime.
+    pub etag: Option<String>,
+}
+
+/// How a put treats an object that already exists under the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there (deterministic output keys make this the idempotent choice).
+    Overwrite,
+    /// Fail with `LakeError::AlreadyExists` when the key exists (S3 `If-None-Match: *`).
+    Create,
+    /// Fail with `LakeError::Precondition` unless the current ETag matches (S3 `If-Match`).
+    UpdateIfMatch(String),
+}
+
+/// The result of a successful put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    /// ETag of the new object, quotes stripped, when the store reports one.
+    pub etag: Option<String>,
+}
+
+/// The object store every stage reads and writes through.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// A URL for `key` that other tools understand: `s3://bucket/key` or an absolute path.
+    /// Used for Glue table locations and log lines.
+    fn url(&self, key: &str) -> String;
+
+    /// Reads a whole (small) object: manifests, pipeline files, state.
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError>;
+
+    /// Streams an object to a local file (bounded memory), returning its metadata.
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, LakeError>;
+
+    /// Metadata of one object; `NotFound` when absent.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError>;
+
+    /// Writes `body` under `key` with the given mode.
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutResult, LakeError>;
+
+    /// Uploads a finished local file under `key` (overwrite). S3 uses multipart upload above
+    /// its part threshold, so a large Parquet file never has to sit in memory.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<PutResult, LakeError>;
+
+    /// Deletes `key`. Deleting an absent key succeeds (re-delivered events stay harmless).
+    async fn delete(&self, key: &str) -> Result<(), LakeError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError>;
+
+    /// For the local store: the file that holds `key`, so readers can skip a copy.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Opens a lake from a URL: `s3://bucket` (AWS, honouring `AWS_ENDPOINT_URL`) or a local
+/// directory (created when missing).
+pub async fn open(url: &str, sdk: Option<&aws_config::SdkConfig>) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let bucket = rest.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(LakeError::BadUrl {
+                url: url.to_string(),
+                reason: "expected s3://BUCKET (a lake is a whole bucket)".into(),
+            });
+        }
+        let config = match sdk {
+            Some(c) => c.clone(),
+            None => crate::aws::sdk_config().await,
+        };
+        Ok(Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config)), bucket)))
+    } else {
+        Ok(Arc::new(LocalStore::new(url)?))
+    }
+}

@@ -1,0 +1,10 @@
+//! Sluice: the library every function and the CLI use. One folder per concept; handlers stay thin.
+
+pub mod aws;
+pub mod catalog;
+pub mod config;
+pub mod events;
+pub mod lake;
+pub mod metrics;
+pub mod secrets;
+pub mod transform;
