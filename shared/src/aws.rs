@@ -3,7 +3,9 @@
 /// Loads the SDK configuration from the environment (region, credentials, and
 /// `AWS_ENDPOINT_URL`, which points every client at moto_server or LocalStack).
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
 }
 
 /// S3 client configuration: path-style addressing when a custom endpoint is set, because

@@ -16,10 +16,22 @@ mod tests {
 
     #[test]
     fn decodes_plus_percent_and_unicode() {
-        assert_eq!(decode_s3_key("raw/funnel/a+b.csv").as_deref(), Ok("raw/funnel/a b.csv"));
-        assert_eq!(decode_s3_key("raw/funnel%2Fx.csv").as_deref(), Ok("raw/funnel/x.csv"));
-        assert_eq!(decode_s3_key("raw/caf%C3%A9+%2B1.csv").as_deref(), Ok("raw/café +1.csv"));
-        assert_eq!(decode_s3_key("raw/%E6%97%A5%E6%9C%AC.csv").as_deref(), Ok("raw/日本.csv"));
+        assert_eq!(
+            decode_s3_key("raw/funnel/a+b.csv").as_deref(),
+            Ok("raw/funnel/a b.csv")
+        );
+        assert_eq!(
+            decode_s3_key("raw/funnel%2Fx.csv").as_deref(),
+            Ok("raw/funnel/x.csv")
+        );
+        assert_eq!(
+            decode_s3_key("raw/caf%C3%A9+%2B1.csv").as_deref(),
+            Ok("raw/café +1.csv")
+        );
+        assert_eq!(
+            decode_s3_key("raw/%E6%97%A5%E6%9C%AC.csv").as_deref(),
+            Ok("raw/日本.csv")
+        );
         assert!(decode_s3_key("raw/%FF.csv").is_err());
     }
 }

@@ -1,1 +1,175 @@
-pub fn x(){}
+//! The `transform` Lambda: S3 ObjectCreated on `raw/` → `sluice::transform`.
+//!
+//! The handler only turns the event into calls on the shared library: decode each record's
+//! key, skip what is not ours, transform the rest, emit one EMF metrics line per object.
+//! Every record is attempted; if any failed, the invocation fails naming each failed key
+//! (S3 then retries the event, and deterministic output keys make that harmless).
+
+use std::sync::Arc;
+
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::Value;
+
+use sluice::catalog::Catalog;
+use sluice::events::decode_s3_key;
+use sluice::lake::S3Store;
+use sluice::transform::{ErrorKind, Transformer};
+
+/// Everything built once at init and borrowed by every invocation.
+pub struct Deps {
+    pub transformer: Transformer,
+    pub s3: aws_sdk_s3::Client,
+    pub catalog: Arc<dyn Catalog>,
+    /// Print the EMF metrics line to stdout (CloudWatch turns it into metrics).
+    pub emit_metrics: bool,
+}
+
+/// What one invocation did, returned as the function's result (and seen in `cargo lambda invoke`).
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Response {
+    pub processed: Vec<Processed>,
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Processed {
+    pub bucket: String,
+    pub key: String,
+    pub table: String,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rows_duplicate: u64,
+    pub rows_quarantined: u64,
+    pub files: usize,
+    pub manifest_key: String,
+}
+
+/// The error the runtime reports: its type is what CloudWatch shows (`BadInput`,
+/// `Retryable`, `Internal`), its message names every failed object.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = match e.kind {
+            ErrorKind::BadInput => "BadInput",
+            ErrorKind::Retryable => "Retryable",
+            ErrorKind::Internal => "Internal",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.message,
+        }
+    }
+}
+
+fn bad_event(message: String) -> HandlerError {
+    HandlerError {
+        kind: ErrorKind::BadInput,
+        message,
+    }
+}
+
+/// Handles one S3 notification event (or the `s3:TestEvent` S3 sends on set-up).
+pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError> {
+    if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        tracing::info!("s3:TestEvent received; nothing to do");
+        return Ok(Response::default());
+    }
+    let records = event
+        .get("Records")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_event("event has no Records array: not an S3 notification".into()))?;
+    let mut response = Response::default();
+    let mut failures = Vec::new();
+    let mut worst = ErrorKind::BadInput;
+    for (i, r) in records.iter().enumerate() {
+        let bucket = r.pointer("/s3/bucket/name").and_then(Value::as_str);
+        let raw_key = r.pointer("/s3/object/key").and_then(Value::as_str);
+        let (Some(bucket), Some(raw_key)) = (bucket, raw_key) else {
+            failures.push(format!(
+                "record {i}: missing s3.bucket.name or s3.object.key"
+            ));
+            continue;
+        };
+        let key = match decode_s3_key(raw_key) {
+            Ok(k) => k,
+            Err(e) => {
+                failures.push(format!("record {i}: {e}"));
+                continue;
+            }
+        };
+        let event_name = r.get("eventName").and_then(Value::as_str).unwrap_or("");
+        if !event_name.is_empty() && !event_name.starts_with("ObjectCreated") {
+            tracing::info!(
+                bucket,
+                key,
+                event_name,
+                "not an ObjectCreated event; ignored"
+            );
+            response.ignored.push(key);
+            continue;
+        }
+        if !key.starts_with("raw/") || key.ends_with('/') {
+            tracing::info!(
+                bucket,
+                key,
+                "key is outside raw/ (or a folder marker); ignored"
+            );
+            response.ignored.push(key);
+            continue;
+        }
+        let store = S3Store::new(deps.s3.clone(), bucket);
+        match deps
+            .transformer
+            .transform_object(&store, deps.catalog.as_ref(), &key, None)
+            .await
+        {
+            Ok(s) => {
+                if deps.emit_metrics {
+                    println!("{}", s.emf_line());
+                }
+                response.processed.push(Processed {
+                    bucket: bucket.to_string(),
+                    key,
+                    table: s.table,
+                    rows_read: s.counts.rows_read,
+                    rows_written: s.counts.rows_written,
+                    rows_duplicate: s.counts.rows_duplicate,
+                    rows_quarantined: s.counts.rows_quarantined,
+                    files: s.files.len(),
+                    manifest_key: s.manifest_key,
+                });
+            }
+            Err(e) => {
+                tracing::error!(bucket, key, error = %e, kind = ?e.kind(), "transform failed");
+                match e.kind() {
+                    ErrorKind::Retryable => worst = ErrorKind::Retryable,
+                    ErrorKind::Internal if worst != ErrorKind::Retryable => {
+                        worst = ErrorKind::Internal
+                    }
+                    _ => {}
+                }
+                failures.push(format!("s3://{bucket}/{key}: {e}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(response)
+    } else {
+        Err(HandlerError {
+            kind: worst,
+            message: format!(
+                "{} of {} records failed: {}",
+                failures.len(),
+                records.len(),
+                failures.join("; ")
+            ),
+        })
+    }
+}

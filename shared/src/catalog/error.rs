@@ -32,6 +32,13 @@ pub enum CatalogError {
 impl CatalogError {
     /// Whether a retry of the same call may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CatalogError::Conflict { .. } | CatalogError::Service { retryable: true, .. })
+        matches!(
+            self,
+            CatalogError::Conflict { .. }
+                | CatalogError::Service {
+                    retryable: true,
+                    ..
+                }
+        )
     }
 }

@@ -69,11 +69,23 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Registers partitions (in chunks of 100 for Glue); existing ones count as success.
     /// A no-op when the table uses partition projection.
-    async fn add_partitions(&self, def: &TableDef, parts: &[PartitionSpec]) -> Result<(), CatalogError>;
+    async fn add_partitions(
+        &self,
+        def: &TableDef,
+        parts: &[PartitionSpec],
+    ) -> Result<(), CatalogError>;
 
     /// Reads a table back; `None` when the table (or its database) does not exist.
-    async fn get_table(&self, database: &str, table: &str) -> Result<Option<TableDef>, CatalogError>;
+    async fn get_table(
+        &self,
+        database: &str,
+        table: &str,
+    ) -> Result<Option<TableDef>, CatalogError>;
 
     /// Every registered partition of a table, as values (e.g. `["2019","10"]`), sorted.
-    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<Vec<String>>, CatalogError>;
+    async fn list_partitions(
+        &self,
+        database: &str,
+        table: &str,
+    ) -> Result<Vec<Vec<String>>, CatalogError>;
 }

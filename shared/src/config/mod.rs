@@ -114,7 +114,11 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { delimiter: default_delimiter(), quote: default_quote(), header: true }
+        Self {
+            delimiter: default_delimiter(),
+            quote: default_quote(),
+            header: true,
+        }
     }
 }
 
@@ -360,7 +364,8 @@ pub struct SourceConfig {
 impl Pipeline {
     /// Parses and validates a pipeline file's text. `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::from_toml(origin, text, "", e))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::from_toml(origin, text, "", e))?;
         let pipeline: Pipeline = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::from_toml(origin, text, &path, e.into_inner())
@@ -407,19 +412,31 @@ impl Pipeline {
         self.tables.iter().any(|t| {
             t.columns.iter().any(|c| {
                 c.pii.as_ref().is_some_and(|p| p.action == PiiAction::Hash)
-                    || c.fields.iter().any(|f| f.pii.as_ref().is_some_and(|p| p.action == PiiAction::Hash))
+                    || c.fields
+                        .iter()
+                        .any(|f| f.pii.as_ref().is_some_and(|p| p.action == PiiAction::Hash))
             })
         })
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |path: String, reason: String| ConfigError::Invalid { origin: origin.to_string(), path, reason };
+        let bad = |path: String, reason: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            path,
+            reason,
+        };
         if self.tables.is_empty() {
-            return Err(bad("tables".into(), "at least one table is required".into()));
+            return Err(bad(
+                "tables".into(),
+                "at least one table is required".into(),
+            ));
         }
         if let Some(h) = &self.hash_key {
             if h.secret.is_some() == h.file.is_some() {
-                return Err(bad("hash_key".into(), "set exactly one of `secret` or `file`".into()));
+                return Err(bad(
+                    "hash_key".into(),
+                    "set exactly one of `secret` or `file`".into(),
+                ));
             }
         } else if self.needs_hash_key() {
             return Err(bad("hash_key".into(), "a column uses pii action `hash`, so a [hash_key] with `secret` or `file` is required".into()));
@@ -432,25 +449,45 @@ impl Pipeline {
                 return Err(bad(p("name"), format!("`{}` must be lower-case snake_case (letters, digits, _), starting with a letter", t.name)));
             }
             if !names.insert(t.name.as_str()) {
-                return Err(bad(p("name"), format!("table `{}` is defined twice", t.name)));
+                return Err(bad(
+                    p("name"),
+                    format!("table `{}` is defined twice", t.name),
+                ));
             }
             if !t.raw_prefix.starts_with("raw/") || !t.raw_prefix.ends_with('/') {
-                return Err(bad(p("raw_prefix"), format!("`{}` must start with `raw/` and end with `/`", t.raw_prefix)));
+                return Err(bad(
+                    p("raw_prefix"),
+                    format!("`{}` must start with `raw/` and end with `/`", t.raw_prefix),
+                ));
             }
             if !prefixes.insert(t.raw_prefix.as_str()) {
-                return Err(bad(p("raw_prefix"), format!("`{}` is owned by two tables", t.raw_prefix)));
+                return Err(bad(
+                    p("raw_prefix"),
+                    format!("`{}` is owned by two tables", t.raw_prefix),
+                ));
             }
-            for (field, c) in [("csv.delimiter", t.csv.delimiter), ("csv.quote", t.csv.quote)] {
+            for (field, c) in [
+                ("csv.delimiter", t.csv.delimiter),
+                ("csv.quote", t.csv.quote),
+            ] {
                 if !c.is_ascii() || c == '\n' || c == '\r' {
-                    return Err(bad(p(field), format!("{c:?} must be one ASCII character other than a line break")));
+                    return Err(bad(
+                        p(field),
+                        format!("{c:?} must be one ASCII character other than a line break"),
+                    ));
                 }
             }
             if t.csv.delimiter == t.csv.quote {
                 return Err(bad(p("csv.quote"), "must differ from the delimiter".into()));
             }
             for (j, f) in t.timestamp_formats.iter().enumerate() {
-                if chrono::format::StrftimeItems::new(f).any(|it| matches!(it, chrono::format::Item::Error)) {
-                    return Err(bad(p(&format!("timestamp_formats[{j}]")), format!("`{f}` is not a valid chrono format")));
+                if chrono::format::StrftimeItems::new(f)
+                    .any(|it| matches!(it, chrono::format::Item::Error))
+                {
+                    return Err(bad(
+                        p(&format!("timestamp_formats[{j}]")),
+                        format!("`{f}` is not a valid chrono format"),
+                    ));
                 }
             }
             if t.columns.is_empty() {
@@ -463,29 +500,45 @@ impl Pipeline {
                     return Err(bad(cp("name"), "must not be empty".into()));
                 }
                 if !inputs.insert(c.name.as_str()) {
-                    return Err(bad(cp("name"), format!("column `{}` is listed twice", c.name)));
+                    return Err(bad(
+                        cp("name"),
+                        format!("column `{}` is listed twice", c.name),
+                    ));
                 }
                 if let Some(r) = &c.rename {
                     if !is_snake_identifier(r) {
-                        return Err(bad(cp("rename"), format!("`{r}` must be lower-case snake_case")));
+                        return Err(bad(
+                            cp("rename"),
+                            format!("`{r}` must be lower-case snake_case"),
+                        ));
                     }
                 }
                 if c.ty == ColumnType::Json {
                     if c.fields.is_empty() {
-                        return Err(bad(cp("fields"), "a json column needs at least one field to extract".into()));
+                        return Err(bad(
+                            cp("fields"),
+                            "a json column needs at least one field to extract".into(),
+                        ));
                     }
                     if c.pii.is_some() {
-                        return Err(bad(cp("pii"), "set pii on the extracted fields of a json column".into()));
+                        return Err(bad(
+                            cp("pii"),
+                            "set pii on the extracted fields of a json column".into(),
+                        ));
                     }
                     for (k, f) in c.fields.iter().enumerate() {
                         if f.ty == ColumnType::Json {
                             return Err(bad(cp(&format!("fields[{k}].type")), "an extracted field cannot be json itself; use string to keep JSON text".into()));
                         }
                         if f.path.is_empty() || f.path.split('.').any(str::is_empty) {
-                            return Err(bad(cp(&format!("fields[{k}].path")), format!("`{}` must be dotted names like `geo.lat`", f.path)));
+                            return Err(bad(
+                                cp(&format!("fields[{k}].path")),
+                                format!("`{}` must be dotted names like `geo.lat`", f.path),
+                            ));
                         }
                         if let Some(rule) = &f.pii {
-                            check_pii(rule, f.ty, t).map_err(|r| bad(cp(&format!("fields[{k}].pii")), r))?;
+                            check_pii(rule, f.ty, t)
+                                .map_err(|r| bad(cp(&format!("fields[{k}].pii")), r))?;
                         }
                     }
                 } else if !c.fields.is_empty() {
@@ -498,71 +551,147 @@ impl Pipeline {
             let col = |name: &str| t.columns.iter().find(|c| c.name == name);
             match col(&t.partition_by) {
                 Some(c) if matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => {}
-                Some(_) => return Err(bad(p("partition_by"), format!("`{}` must be a timestamp or date column", t.partition_by))),
-                None => return Err(bad(p("partition_by"), format!("`{}` is not a column of the table", t.partition_by))),
+                Some(_) => {
+                    return Err(bad(
+                        p("partition_by"),
+                        format!("`{}` must be a timestamp or date column", t.partition_by),
+                    ))
+                }
+                None => {
+                    return Err(bad(
+                        p("partition_by"),
+                        format!("`{}` is not a column of the table", t.partition_by),
+                    ))
+                }
             }
             if let Some(d) = &t.dedup {
                 if d.key.is_empty() {
-                    return Err(bad(p("dedup.key"), "at least one key column is required".into()));
+                    return Err(bad(
+                        p("dedup.key"),
+                        "at least one key column is required".into(),
+                    ));
                 }
                 for (k, name) in d.key.iter().enumerate() {
                     match col(name) {
                         Some(c) if c.ty != ColumnType::Json => {}
-                        Some(_) => return Err(bad(p(&format!("dedup.key[{k}]")), format!("`{name}` is a json column"))),
-                        None => return Err(bad(p(&format!("dedup.key[{k}]")), format!("`{name}` is not a column of the table"))),
+                        Some(_) => {
+                            return Err(bad(
+                                p(&format!("dedup.key[{k}]")),
+                                format!("`{name}` is a json column"),
+                            ))
+                        }
+                        None => {
+                            return Err(bad(
+                                p(&format!("dedup.key[{k}]")),
+                                format!("`{name}` is not a column of the table"),
+                            ))
+                        }
                     }
                 }
                 if let Some(o) = &d.order_by {
                     match col(o) {
-                        Some(c) if matches!(c.ty, ColumnType::Int | ColumnType::Timestamp | ColumnType::Date) => {}
-                        Some(_) => return Err(bad(p("dedup.order_by"), format!("`{o}` must be an int, date or timestamp column"))),
-                        None => return Err(bad(p("dedup.order_by"), format!("`{o}` is not a column of the table"))),
+                        Some(c)
+                            if matches!(
+                                c.ty,
+                                ColumnType::Int | ColumnType::Timestamp | ColumnType::Date
+                            ) => {}
+                        Some(_) => {
+                            return Err(bad(
+                                p("dedup.order_by"),
+                                format!("`{o}` must be an int, date or timestamp column"),
+                            ))
+                        }
+                        None => {
+                            return Err(bad(
+                                p("dedup.order_by"),
+                                format!("`{o}` is not a column of the table"),
+                            ))
+                        }
                     }
                 }
             }
             let o = &t.output;
             if o.batch_rows == 0 || o.batch_rows > 1_000_000 {
-                return Err(bad(p("output.batch_rows"), "must be between 1 and 1000000".into()));
+                return Err(bad(
+                    p("output.batch_rows"),
+                    "must be between 1 and 1000000".into(),
+                ));
             }
             if o.target_file_size_bytes < 1024 * 1024 {
-                return Err(bad(p("output.target_file_size_bytes"), "must be at least 1 MiB".into()));
+                return Err(bad(
+                    p("output.target_file_size_bytes"),
+                    "must be at least 1 MiB".into(),
+                ));
             }
             if o.row_group_bytes < 64 * 1024 {
-                return Err(bad(p("output.row_group_bytes"), "must be at least 64 KiB".into()));
+                return Err(bad(
+                    p("output.row_group_bytes"),
+                    "must be at least 64 KiB".into(),
+                ));
             }
             if o.max_open_partitions == 0 {
-                return Err(bad(p("output.max_open_partitions"), "must be at least 1".into()));
+                return Err(bad(
+                    p("output.max_open_partitions"),
+                    "must be at least 1".into(),
+                ));
             }
             if !(1..=22).contains(&o.zstd_level) {
-                return Err(bad(p("output.zstd_level"), "must be between 1 and 22".into()));
+                return Err(bad(
+                    p("output.zstd_level"),
+                    "must be between 1 and 22".into(),
+                ));
             }
             if o.max_field_bytes == 0 || o.max_record_bytes < o.max_field_bytes {
-                return Err(bad(p("output.max_record_bytes"), "must be at least max_field_bytes, which must be positive".into()));
+                return Err(bad(
+                    p("output.max_record_bytes"),
+                    "must be at least max_field_bytes, which must be positive".into(),
+                ));
             }
             if !is_glue_name(&t.catalog.database) {
-                return Err(bad(p("catalog.database"), format!("`{}` must be lower-case letters, digits and _", t.catalog.database)));
+                return Err(bad(
+                    p("catalog.database"),
+                    format!(
+                        "`{}` must be lower-case letters, digits and _",
+                        t.catalog.database
+                    ),
+                ));
             }
             if let Some(tn) = &t.catalog.table {
                 if !is_glue_name(tn) {
-                    return Err(bad(p("catalog.table"), format!("`{tn}` must be lower-case letters, digits and _")));
+                    return Err(bad(
+                        p("catalog.table"),
+                        format!("`{tn}` must be lower-case letters, digits and _"),
+                    ));
                 }
             }
             if let Some([a, b]) = t.catalog.partition_projection_years {
                 if a > b || a < 1 {
-                    return Err(bad(p("catalog.partition_projection_years"), "must be [first, last] with first <= last".into()));
+                    return Err(bad(
+                        p("catalog.partition_projection_years"),
+                        "must be [first, last] with first <= last".into(),
+                    ));
                 }
             }
             if let Some(w) = &t.warehouse {
                 if w.merge_keys.is_empty() {
-                    return Err(bad(p("warehouse.merge_keys"), "at least one merge key is required".into()));
+                    return Err(bad(
+                        p("warehouse.merge_keys"),
+                        "at least one merge key is required".into(),
+                    ));
                 }
             }
             if let Some(s) = &t.source {
                 if !matches!(s.engine.as_str(), "mysql" | "postgres") {
-                    return Err(bad(p("source.engine"), format!("`{}` must be mysql or postgres", s.engine)));
+                    return Err(bad(
+                        p("source.engine"),
+                        format!("`{}` must be mysql or postgres", s.engine),
+                    ));
                 }
                 if s.table.is_some() == s.query.is_some() {
-                    return Err(bad(p("source"), "set exactly one of `table` or `query`".into()));
+                    return Err(bad(
+                        p("source"),
+                        "set exactly one of `table` or `query`".into(),
+                    ));
                 }
             }
         }
@@ -580,7 +709,9 @@ impl TableConfig {
 impl ColumnConfig {
     /// The column's name in the lake.
     pub fn output_name(&self) -> String {
-        self.rename.clone().unwrap_or_else(|| snake_case(&self.name))
+        self.rename
+            .clone()
+            .unwrap_or_else(|| snake_case(&self.name))
     }
 }
 
@@ -601,11 +732,18 @@ fn check_pii(rule: &PiiRule, ty: ColumnType, t: &TableConfig) -> Result<(), Stri
                 return Err("`age_band` applies to date and timestamp columns".into());
             }
             let Some(as_of) = &rule.as_of else {
-                return Err("`age_band` needs `as_of`: the row's own date column the age is computed at".into());
+                return Err(
+                    "`age_band` needs `as_of`: the row's own date column the age is computed at"
+                        .into(),
+                );
             };
             match t.columns.iter().find(|c| &c.name == as_of) {
                 Some(c) if matches!(c.ty, ColumnType::Date | ColumnType::Timestamp) => {}
-                _ => return Err(format!("as_of `{as_of}` must name a date or timestamp column of the table")),
+                _ => {
+                    return Err(format!(
+                        "as_of `{as_of}` must name a date or timestamp column of the table"
+                    ))
+                }
             }
             if rule.band_years == Some(0) {
                 return Err("`band_years` must be positive".into());
@@ -627,7 +765,9 @@ pub fn snake_case(name: &str) -> String {
                 let next = chars.get(i + 1);
                 let boundary = match prev {
                     Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                    Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                    Some(p) if p.is_ascii_uppercase() => {
+                        next.is_some_and(|n| n.is_ascii_lowercase())
+                    }
                     _ => false,
                 };
                 if boundary && !out.ends_with('_') && !out.is_empty() {
@@ -652,12 +792,16 @@ pub fn snake_case(name: &str) -> String {
 
 fn is_snake_identifier(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 128
 }
 
 fn is_glue_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]

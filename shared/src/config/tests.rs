@@ -14,34 +14,64 @@ fn example_pipeline_parses_and_validates() {
     assert_eq!(f.columns[0].ty, ColumnType::Timestamp);
     assert_eq!(f.dedup.as_ref().map(|d| d.key.len()), Some(4));
     let c = p.table("customers").expect("customers");
-    assert_eq!(c.columns[6].ty, ColumnType::Decimal { precision: 12, scale: 2 });
+    assert_eq!(
+        c.columns[6].ty,
+        ColumnType::Decimal {
+            precision: 12,
+            scale: 2
+        }
+    );
     assert!(p.needs_hash_key());
 }
 
 #[test]
 fn longest_prefix_picks_the_table() {
-    let text = example().replace("raw_prefix = \"raw/customers/\"", "raw_prefix = \"raw/funnel/vip/\"");
+    let text = example().replace(
+        "raw_prefix = \"raw/customers/\"",
+        "raw_prefix = \"raw/funnel/vip/\"",
+    );
     let p = Pipeline::parse(&text, "t").expect("parses");
-    assert_eq!(p.table_for_key("raw/funnel/vip/a.jsonl").map(|t| t.name.as_str()), Some("customers"));
-    assert_eq!(p.table_for_key("raw/funnel/a.csv").map(|t| t.name.as_str()), Some("funnel"));
+    assert_eq!(
+        p.table_for_key("raw/funnel/vip/a.jsonl")
+            .map(|t| t.name.as_str()),
+        Some("customers")
+    );
+    assert_eq!(
+        p.table_for_key("raw/funnel/a.csv").map(|t| t.name.as_str()),
+        Some("funnel")
+    );
     assert!(p.table_for_key("raw/other/a.csv").is_none());
 }
 
 #[test]
 fn unknown_key_names_path_and_line() {
-    let text = example().replace("required = true\n\n[[tables.columns]]\nname = \"event_type\"", "requird = true\n\n[[tables.columns]]\nname = \"event_type\"");
-    let err = Pipeline::parse(&text, "p.toml").expect_err("typo rejected").to_string();
+    let text = example().replace(
+        "required = true\n\n[[tables.columns]]\nname = \"event_type\"",
+        "requird = true\n\n[[tables.columns]]\nname = \"event_type\"",
+    );
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("typo rejected")
+        .to_string();
     assert!(err.contains("p.toml"), "{err}");
     assert!(err.contains("requird"), "{err}");
     assert!(err.contains("tables[0].columns[0]"), "{err}");
-    let line = text.lines().position(|l| l.contains("requird")).map(|n| n + 1).unwrap_or(0);
-    assert!(err.contains(&format!("line {line}")), "{err} (want line {line})");
+    let line = text
+        .lines()
+        .position(|l| l.contains("requird"))
+        .map(|n| n + 1)
+        .unwrap_or(0);
+    assert!(
+        err.contains(&format!("line {line}")),
+        "{err} (want line {line})"
+    );
 }
 
 #[test]
 fn bad_type_is_reported_with_path() {
     let text = example().replace("type = \"decimal(12,2)\"", "type = \"decimal(40,2)\"");
-    let err = Pipeline::parse(&text, "p.toml").expect_err("bad decimal").to_string();
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("bad decimal")
+        .to_string();
     assert!(err.contains("tables[1].columns[6].type"), "{err}");
     assert!(err.contains("precision"), "{err}");
 }
@@ -49,15 +79,33 @@ fn bad_type_is_reported_with_path() {
 #[test]
 fn validation_names_the_field() {
     let cases = [
-        ("partition_by = \"event_time\"", "partition_by = \"nope\"", "tables[0].partition_by"),
-        ("order_by = \"updated_at\"", "order_by = \"loyalty_tier\"", "tables[1].dedup.order_by"),
-        ("as_of = \"signup_date\"", "as_of = \"missing\"", "tables[1].columns[3].pii"),
-        ("raw_prefix = \"raw/funnel/\"", "raw_prefix = \"funnel/\"", "tables[0].raw_prefix"),
+        (
+            "partition_by = \"event_time\"",
+            "partition_by = \"nope\"",
+            "tables[0].partition_by",
+        ),
+        (
+            "order_by = \"updated_at\"",
+            "order_by = \"loyalty_tier\"",
+            "tables[1].dedup.order_by",
+        ),
+        (
+            "as_of = \"signup_date\"",
+            "as_of = \"missing\"",
+            "tables[1].columns[3].pii",
+        ),
+        (
+            "raw_prefix = \"raw/funnel/\"",
+            "raw_prefix = \"funnel/\"",
+            "tables[0].raw_prefix",
+        ),
         ("secret = \"sluice/hash-key\"", "", "hash_key"),
     ];
     for (from, to, path) in cases {
         let text = example().replacen(from, to, 1);
-        let err = Pipeline::parse(&text, "p.toml").expect_err(path).to_string();
+        let err = Pipeline::parse(&text, "p.toml")
+            .expect_err(path)
+            .to_string();
         assert!(err.contains(path), "{path}: {err}");
     }
 }

@@ -76,11 +76,18 @@ impl FromStr for ColumnType {
                     .strip_prefix("decimal(")
                     .and_then(|r| r.strip_suffix(')'))
                     .ok_or_else(|| format!("unknown type `{s}`: expected int, float, decimal(p,s), bool, string, binary, date, timestamp or json"))?;
-                let (p, sc) = inner.split_once(',').ok_or_else(|| format!("`{s}`: decimal needs (precision,scale)"))?;
-                let precision: u8 = p.trim().parse().map_err(|_| format!("`{s}`: bad precision"))?;
+                let (p, sc) = inner
+                    .split_once(',')
+                    .ok_or_else(|| format!("`{s}`: decimal needs (precision,scale)"))?;
+                let precision: u8 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{s}`: bad precision"))?;
                 let scale: i8 = sc.trim().parse().map_err(|_| format!("`{s}`: bad scale"))?;
                 if !(1..=38).contains(&precision) || scale < 0 || scale as u8 > precision {
-                    return Err(format!("`{s}`: precision must be 1..=38 and 0 <= scale <= precision"));
+                    return Err(format!(
+                        "`{s}`: precision must be 1..=38 and 0 <= scale <= precision"
+                    ));
                 }
                 ColumnType::Decimal { precision, scale }
             }

@@ -36,6 +36,12 @@ pub enum LakeError {
 impl LakeError {
     /// Whether a retry of the same call may succeed (throttling, 5xx, timeouts).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LakeError::Service { retryable: true, .. })
+        matches!(
+            self,
+            LakeError::Service {
+                retryable: true,
+                ..
+            }
+        )
     }
 }

@@ -87,7 +87,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
 /// Opens a lake from a URL: `s3://bucket` (AWS, honouring `AWS_ENDPOINT_URL`) or a local
 /// directory (created when missing).
-pub async fn open(url: &str, sdk: Option<&aws_config::SdkConfig>) -> Result<Arc<dyn ObjectStore>, LakeError> {
+pub async fn open(
+    url: &str,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<dyn ObjectStore>, LakeError> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let bucket = rest.trim_end_matches('/');
         if bucket.is_empty() || bucket.contains('/') {
@@ -100,7 +103,10 @@ pub async fn open(url: &str, sdk: Option<&aws_config::SdkConfig>) -> Result<Arc<
             Some(c) => c.clone(),
             None => crate::aws::sdk_config().await,
         };
-        Ok(Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config)), bucket)))
+        Ok(Arc::new(S3Store::new(
+            aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config)),
+            bucket,
+        )))
     } else {
         Ok(Arc::new(LocalStore::new(url)?))
     }

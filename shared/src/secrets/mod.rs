@@ -24,22 +24,37 @@ impl HashKey {
     /// Reads a key file (the whole file is the key; one trailing newline is ignored so keys
     /// written with `echo` work).
     pub fn from_file(path: &Path) -> Result<Self, SecretError> {
-        let mut b = std::fs::read(path).map_err(|e| SecretError::File { path: path.display().to_string(), message: e.to_string() })?;
+        let mut b = std::fs::read(path).map_err(|e| SecretError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         if b.last() == Some(&b'\n') {
             b.pop();
         }
         Self::new(b)
     }
     /// Reads the key from Secrets Manager: SecretString (as UTF-8 bytes) or SecretBinary.
-    pub async fn from_secrets_manager(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<Self, SecretError> {
-        let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| SecretError::Fetch {
-            secret_id: secret_id.to_string(),
-            message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-        })?;
+    pub async fn from_secrets_manager(
+        client: &aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+    ) -> Result<Self, SecretError> {
+        let out = client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| SecretError::Fetch {
+                secret_id: secret_id.to_string(),
+                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+            })?;
         let bytes = match (out.secret_string(), out.secret_binary()) {
             (Some(s), _) => s.as_bytes().to_vec(),
             (None, Some(b)) => b.as_ref().to_vec(),
-            (None, None) => return Err(SecretError::Empty { secret_id: secret_id.to_string() }),
+            (None, None) => {
+                return Err(SecretError::Empty {
+                    secret_id: secret_id.to_string(),
+                })
+            }
         };
         Self::new(bytes)
     }

@@ -38,7 +38,11 @@ pub(crate) struct RawBatch {
 impl RawBatch {
     /// The fields of record `r` (CSV).
     pub fn field(&self, r: &RawRec, i: usize) -> &[u8] {
-        let start = if i == 0 { r.start } else { self.ends[r.first_end + i - 1] };
+        let start = if i == 0 {
+            r.start
+        } else {
+            self.ends[r.first_end + i - 1]
+        };
         &self.buf[start..self.ends[r.first_end + i]]
     }
     /// The whole record's bytes (JSONL line; CSV fields back to back).
@@ -69,9 +73,16 @@ pub(crate) enum Decoder {
 }
 
 impl Decoder {
-    pub fn new(format: InputFormat, csv: &CsvOptions, batch_rows: usize, max_record_bytes: usize) -> Self {
+    pub fn new(
+        format: InputFormat,
+        csv: &CsvOptions,
+        batch_rows: usize,
+        max_record_bytes: usize,
+    ) -> Self {
         match format {
-            InputFormat::Csv => Decoder::Csv(Box::new(CsvDecoder::new(csv, batch_rows, max_record_bytes))),
+            InputFormat::Csv => {
+                Decoder::Csv(Box::new(CsvDecoder::new(csv, batch_rows, max_record_bytes)))
+            }
             InputFormat::Jsonl => Decoder::Jsonl(JsonlDecoder::new(batch_rows, max_record_bytes)),
         }
     }
@@ -137,7 +148,10 @@ impl CsvDecoder {
             .build();
         Self {
             rdr,
-            batch: RawBatch { buf: Vec::with_capacity(1 << 20), ..Default::default() },
+            batch: RawBatch {
+                buf: Vec::with_capacity(1 << 20),
+                ..Default::default()
+            },
             batch_rows: batch_rows.max(1),
             max_record_bytes,
             rec_out: 0,
@@ -239,7 +253,9 @@ impl CsvDecoder {
             let spare = self.rec_ends.capacity() - ends_len;
             self.rec_ends.resize(ends_len + spare, 0);
             let out = &mut self.batch.buf[self.rec_start + self.rec_out..];
-            let r = self.rdr.read_record(input, out, &mut self.rec_ends[ends_len..]);
+            let r = self
+                .rdr
+                .read_record(input, out, &mut self.rec_ends[ends_len..]);
             self.rec_ends.truncate(ends_len + r.3);
             r
         };
@@ -283,7 +299,11 @@ impl CsvDecoder {
         let end_line = self.rdr.line() - 1 + u64::from(!self.last_was_nl);
         let first_end = self.batch.ends.len();
         let start = self.rec_start;
-        let nfields = if self.oversize { 0 } else { self.rec_ends.len() };
+        let nfields = if self.oversize {
+            0
+        } else {
+            self.rec_ends.len()
+        };
         if !self.oversize {
             for &e in &self.rec_ends {
                 self.batch.ends.push(start + e);
@@ -386,7 +406,9 @@ impl JsonlDecoder {
         if !self.oversize && end > self.cur_start && self.batch.buf[end - 1] == b'\r' {
             end -= 1;
         }
-        let blank = self.batch.buf[self.cur_start..end].iter().all(u8::is_ascii_whitespace);
+        let blank = self.batch.buf[self.cur_start..end]
+            .iter()
+            .all(u8::is_ascii_whitespace);
         if blank && !self.oversize {
             self.batch.buf.truncate(self.cur_start);
         } else {
@@ -438,7 +460,9 @@ mod tests {
         let mut take = |d: &mut Decoder, out: &mut Vec<(u64, Vec<String>)>| {
             while d.flush(&mut b) {
                 for r in &b.recs {
-                    let f = (0..r.nfields).map(|i| String::from_utf8_lossy(b.field(r, i)).into_owned()).collect();
+                    let f = (0..r.nfields)
+                        .map(|i| String::from_utf8_lossy(b.field(r, i)).into_owned())
+                        .collect();
                     out.push((b.start_line(r, InputFormat::Csv), f));
                 }
             }
@@ -467,11 +491,17 @@ mod tests {
             (5, vec!["3", "short"]),
             (6, vec!["4", "last", "row"]),
         ];
-        let want: Vec<(u64, Vec<String>)> =
-            want.into_iter().map(|(l, f)| (l, f.into_iter().map(String::from).collect())).collect();
+        let want: Vec<(u64, Vec<String>)> = want
+            .into_iter()
+            .map(|(l, f)| (l, f.into_iter().map(String::from).collect()))
+            .collect();
         for chunk in [1, 2, 3, 7, 100, 10_000] {
             for rows in [1, 2, 7, 8192] {
-                assert_eq!(csv_records(input, chunk, rows), want, "chunk {chunk} rows {rows}");
+                assert_eq!(
+                    csv_records(input, chunk, rows),
+                    want,
+                    "chunk {chunk} rows {rows}"
+                );
             }
         }
     }
@@ -516,18 +546,28 @@ mod tests {
                     pos += d.decode(&c[pos..]);
                     if d.is_full() {
                         while d.flush(&mut b) {
-                            got.extend(b.recs.iter().map(|r| (r.end_line, String::from_utf8_lossy(b.bytes(r)).into_owned())));
+                            got.extend(b.recs.iter().map(|r| {
+                                (r.end_line, String::from_utf8_lossy(b.bytes(r)).into_owned())
+                            }));
                         }
                     }
                 }
             }
             d.finish();
             while d.flush(&mut b) {
-                got.extend(b.recs.iter().map(|r| (r.end_line, String::from_utf8_lossy(b.bytes(r)).into_owned())));
+                got.extend(
+                    b.recs
+                        .iter()
+                        .map(|r| (r.end_line, String::from_utf8_lossy(b.bytes(r)).into_owned())),
+                );
             }
             assert_eq!(
                 got,
-                vec![(1, "{\"a\":1}".to_string()), (3, "{\"a\":2}".to_string()), (5, "{\"a\":3}".to_string())],
+                vec![
+                    (1, "{\"a\":1}".to_string()),
+                    (3, "{\"a\":2}".to_string()),
+                    (5, "{\"a\":3}".to_string())
+                ],
                 "chunk {chunk}"
             );
         }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
@@ -114,7 +114,10 @@ struct RowError {
 
 impl RowError {
     fn col(column: &str, reason: String) -> Self {
-        Self { column: Some(column.to_string()), reason }
+        Self {
+            column: Some(column.to_string()),
+            reason,
+        }
     }
 }
 
@@ -146,14 +149,29 @@ pub(crate) fn run(job: &EngineJob<'_>, path: &Path) -> Result<EngineOutput, Tran
 }
 
 /// Opens the input: gzip by extension or magic bytes.
-fn open_input<'p>(path: &Path, key: &str, progress: Option<&'p (dyn Fn(u64) + Sync)>) -> Result<Box<dyn Read + 'p>, TransformError> {
-    let io = |e: std::io::Error| TransformError::Io { key: key.to_string(), source: e };
+fn open_input<'p>(
+    path: &Path,
+    key: &str,
+    progress: Option<&'p (dyn Fn(u64) + Sync)>,
+) -> Result<Box<dyn Read + 'p>, TransformError> {
+    let io = |e: std::io::Error| TransformError::Io {
+        key: key.to_string(),
+        source: e,
+    };
     let f = File::open(path).map_err(io)?;
-    let counted = Counting { inner: f, progress, n: 0 };
+    let counted = Counting {
+        inner: f,
+        progress,
+        n: 0,
+    };
     let mut br = BufReader::with_capacity(1 << 20, counted);
     let head = br.fill_buf().map_err(io)?;
     let gz = key.ends_with(".gz") || head.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz { Box::new(flate2::bufread::MultiGzDecoder::new(br)) } else { Box::new(br) })
+    Ok(if gz {
+        Box::new(flate2::bufread::MultiGzDecoder::new(br))
+    } else {
+        Box::new(br)
+    })
 }
 
 struct Counting<'p, R> {
@@ -193,17 +211,30 @@ struct Scan<'a> {
 impl<'a> Scan<'a> {
     fn new(job: &'a EngineJob<'a>, pass: Pass) -> Result<Self, TransformError> {
         let mac = match job.hash_key {
-            Some(k) => Some(<HmacSha256 as KeyInit>::new_from_slice(k.bytes()).map_err(|_| TransformError::HashKey)?),
+            Some(k) => Some(
+                <HmacSha256 as KeyInit>::new_from_slice(k.bytes())
+                    .map_err(|_| TransformError::HashKey)?,
+            ),
             None => None,
         };
-        if mac.is_none() && job.plan.outs.iter().any(|o| matches!(o.kind, OutKind::Hash)) {
+        if mac.is_none()
+            && job
+                .plan
+                .outs
+                .iter()
+                .any(|o| matches!(o.kind, OutKind::Hash))
+        {
             return Err(TransformError::HashKey);
         }
         let csv_positional = job.table.format == InputFormat::Csv && !job.table.csv.header;
         Ok(Self {
             job,
             pass,
-            field_of_input: if csv_positional { (0..job.plan.inputs.len()).map(Some).collect() } else { Vec::new() },
+            field_of_input: if csv_positional {
+                (0..job.plan.inputs.len()).map(Some).collect()
+            } else {
+                Vec::new()
+            },
             expected_fields: csv_positional.then_some(job.plan.inputs.len()),
             // JSON lines have no header; CSV without one maps fields by position.
             header_seen: csv_positional || job.table.format == InputFormat::Jsonl,
@@ -223,16 +254,30 @@ impl<'a> Scan<'a> {
         let t = self.job.table;
         let key = self.job.source_key;
         // Progress is reported once, on the pass that writes.
-        let progress = if matches!(self.pass, Pass::Write) { self.job.progress } else { None };
+        let progress = if matches!(self.pass, Pass::Write) {
+            self.job.progress
+        } else {
+            None
+        };
         let mut input = open_input(path, key, progress)?;
-        let mut dec = Decoder::new(t.format, &t.csv, t.output.batch_rows, t.output.max_record_bytes);
+        let mut dec = Decoder::new(
+            t.format,
+            &t.csv,
+            t.output.batch_rows,
+            t.output.max_record_bytes,
+        );
         let mut batch = RawBatch::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match input.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(TransformError::Io { key: key.to_string(), source: e }),
+                Err(e) => {
+                    return Err(TransformError::Io {
+                        key: key.to_string(),
+                        source: e,
+                    })
+                }
             };
             if n == 0 {
                 dec.finish();
@@ -283,7 +328,10 @@ impl<'a> Scan<'a> {
             return Ok(());
         }
         if rec.oversize {
-            return Err(TransformError::Header { key: key.to_string(), message: "the header record is over max_record_bytes".into() });
+            return Err(TransformError::Header {
+                key: key.to_string(),
+                message: "the header record is over max_record_bytes".into(),
+            });
         }
         let names: Vec<String> = (0..rec.nfields)
             .map(|i| String::from_utf8_lossy(values::trim_ascii(batch.field(rec, i))).into_owned())
@@ -294,17 +342,32 @@ impl<'a> Scan<'a> {
             .plan
             .inputs
             .iter()
-            .map(|inp| names.iter().position(|n| n == &inp.name).or_else(|| names.iter().position(|n| norm(n) == norm(&inp.name))))
+            .map(|inp| {
+                names
+                    .iter()
+                    .position(|n| n == &inp.name)
+                    .or_else(|| names.iter().position(|n| norm(n) == norm(&inp.name)))
+            })
             .collect();
         for (i, f) in self.field_of_input.iter().enumerate() {
             if f.is_none() {
                 let inp = &self.job.plan.inputs[i];
-                let required = self.job.plan.slots.iter().any(|s| s.input == i && s.required)
-                    || self.job.plan.slots.iter().position(|s| s.input == i) == Some(self.job.plan.partition_slot);
+                let required = self
+                    .job
+                    .plan
+                    .slots
+                    .iter()
+                    .any(|s| s.input == i && s.required)
+                    || self.job.plan.slots.iter().position(|s| s.input == i)
+                        == Some(self.job.plan.partition_slot);
                 if required {
                     return Err(TransformError::Header {
                         key: key.to_string(),
-                        message: format!("the header lacks required column `{}` (header: {})", inp.name, names.join(",")),
+                        message: format!(
+                            "the header lacks required column `{}` (header: {})",
+                            inp.name,
+                            names.join(",")
+                        ),
                     });
                 }
                 self.missing_columns.push(inp.name.clone());
@@ -321,30 +384,51 @@ impl<'a> Scan<'a> {
 
     /// Parses, validates and (on the write pass) emits one row. Ok(true): written;
     /// Ok(false): a duplicate; Err: quarantined.
-    fn row(&mut self, batch: &RawBatch, rec: &RawRec, row_no: u64, dedup: &mut Dedup) -> Result<bool, RowError> {
+    fn row(
+        &mut self,
+        batch: &RawBatch,
+        rec: &RawRec,
+        row_no: u64,
+        dedup: &mut Dedup,
+    ) -> Result<bool, RowError> {
         let plan = self.job.plan;
         let t = self.job.table;
         let max_field = t.output.max_field_bytes;
         if rec.oversize {
             return Err(RowError {
                 column: None,
-                reason: format!("record is {} bytes, over max_record_bytes ({})", rec.total_bytes, t.output.max_record_bytes),
+                reason: format!(
+                    "record is {} bytes, over max_record_bytes ({})",
+                    rec.total_bytes, t.output.max_record_bytes
+                ),
             });
         }
         // The row as JSON (JSON lines) and each JSON column's parsed document.
         let row_doc: Option<serde_json::Value> = match t.format {
             InputFormat::Jsonl => {
-                let v: serde_json::Value = serde_json::from_slice(batch.bytes(rec))
-                    .map_err(|e| RowError { column: None, reason: format!("bad JSON: {e}") })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(batch.bytes(rec)).map_err(|e| RowError {
+                        column: None,
+                        reason: format!("bad JSON: {e}"),
+                    })?;
                 if !v.is_object() {
-                    return Err(RowError { column: None, reason: format!("expected a JSON object, found a {}", values::json_kind(&v)) });
+                    return Err(RowError {
+                        column: None,
+                        reason: format!(
+                            "expected a JSON object, found a {}",
+                            values::json_kind(&v)
+                        ),
+                    });
                 }
                 Some(v)
             }
             InputFormat::Csv => {
                 if let Some(n) = self.expected_fields {
                     if rec.nfields != n {
-                        return Err(RowError { column: None, reason: format!("expected {n} fields, found {}", rec.nfields) });
+                        return Err(RowError {
+                            column: None,
+                            reason: format!("expected {n} fields, found {}", rec.nfields),
+                        });
                     }
                 }
                 None
@@ -380,7 +464,13 @@ impl<'a> Scan<'a> {
                 Cell::Missing => cell_null[i] = true,
                 Cell::Text(b) => {
                     if b.len() > max_field {
-                        return Err(RowError::col(&inp.name, format!("field is {} bytes, over max_field_bytes ({max_field})", b.len())));
+                        return Err(RowError::col(
+                            &inp.name,
+                            format!(
+                                "field is {} bytes, over max_field_bytes ({max_field})",
+                                b.len()
+                            ),
+                        ));
                     }
                     let tb = values::trim_ascii(b);
                     if inp.null_tokens.iter().any(|n| n.as_slice() == tb) {
@@ -402,7 +492,10 @@ impl<'a> Scan<'a> {
                 };
                 if let Some(d) = &doc {
                     if !d.is_object() {
-                        return Err(RowError::col(&inp.name, format!("expected a JSON object, found a {}", values::json_kind(d))));
+                        return Err(RowError::col(
+                            &inp.name,
+                            format!("expected a JSON object, found a {}", values::json_kind(d)),
+                        ));
                     }
                 }
                 col_docs.push(doc);
@@ -436,22 +529,34 @@ impl<'a> Scan<'a> {
                 match cur {
                     None => Val::Null,
                     Some(serde_json::Value::String(s)) if s.len() > max_field => {
-                        return Err(RowError::col(&slot.name, format!("field is {} bytes, over max_field_bytes ({max_field})", s.len())));
+                        return Err(RowError::col(
+                            &slot.name,
+                            format!(
+                                "field is {} bytes, over max_field_bytes ({max_field})",
+                                s.len()
+                            ),
+                        ));
                     }
-                    Some(v) => parse_json(v, slot.ty, &plan.parse).map_err(|r| RowError::col(&slot.name, r))?,
+                    Some(v) => parse_json(v, slot.ty, &plan.parse)
+                        .map_err(|r| RowError::col(&slot.name, r))?,
                 }
             } else {
                 match &cells[slot.input] {
                     Cell::Text(b) => {
                         let b: &[u8] = if inp.trim { values::trim_ascii(b) } else { b };
-                        parse_text(b, slot.ty, &plan.parse).map_err(|r| RowError::col(&slot.name, r))?
+                        parse_text(b, slot.ty, &plan.parse)
+                            .map_err(|r| RowError::col(&slot.name, r))?
                     }
-                    Cell::Json(v) => parse_json(v, slot.ty, &plan.parse).map_err(|r| RowError::col(&slot.name, r))?,
+                    Cell::Json(v) => parse_json(v, slot.ty, &plan.parse)
+                        .map_err(|r| RowError::col(&slot.name, r))?,
                     Cell::Missing => Val::Null,
                 }
             };
             if matches!(v, Val::Null) && slot.required {
-                return Err(RowError::col(&slot.name, "required value is missing".into()));
+                return Err(RowError::col(
+                    &slot.name,
+                    "required value is missing".into(),
+                ));
             }
             vals.push(v);
         }
@@ -506,7 +611,10 @@ impl<'a> Scan<'a> {
         if matches!(self.pass, Pass::Index) {
             return Ok(true);
         }
-        let part = self.parts.get(year, month).map_err(|e| RowError { column: None, reason: e.to_string() })?;
+        let part = self.parts.get(year, month).map_err(|e| RowError {
+            column: None,
+            reason: e.to_string(),
+        })?;
         for (o, b) in plan.outs.iter().zip(part.builders.iter_mut()) {
             let v = &vals[o.slot];
             match o.kind {
@@ -516,7 +624,10 @@ impl<'a> Scan<'a> {
                     v => {
                         self.key_buf.clear();
                         canonical_text(v, &mut self.key_buf);
-                        let mut m = self.mac.clone().ok_or_else(|| RowError { column: None, reason: "no hash key".into() })?;
+                        let mut m = self.mac.clone().ok_or_else(|| RowError {
+                            column: None,
+                            reason: "no hash key".into(),
+                        })?;
                         m.update(&self.key_buf);
                         let digest = m.finalize().into_bytes();
                         b.append(&Val::Str(Cow::Owned(hex::encode(digest))));
@@ -527,7 +638,10 @@ impl<'a> Scan<'a> {
                     Val::Date(d) => b.append(&Val::I64(values::date_ymd(i64::from(*d)).0)),
                     _ => b.append(&Val::Null),
                 },
-                OutKind::AgeBand { as_of_slot, band_years } => {
+                OutKind::AgeBand {
+                    as_of_slot,
+                    band_years,
+                } => {
                     let band = match (ymd_of(v), ymd_of(&vals[as_of_slot])) {
                         (Some(dob), Some(at)) => {
                             let mut age = at.0 - dob.0;
@@ -555,21 +669,39 @@ impl<'a> Scan<'a> {
         }
         part.rows += 1;
         if part.rows >= self.job.table.output.batch_rows {
-            self.parts.flush_current().map_err(|e| RowError { column: None, reason: e.to_string() })?;
+            self.parts.flush_current().map_err(|e| RowError {
+                column: None,
+                reason: e.to_string(),
+            })?;
         }
         Ok(true)
     }
 
-    fn quarantine(&mut self, batch: &RawBatch, rec: &RawRec, e: RowError) -> Result<(), TransformError> {
+    fn quarantine(
+        &mut self,
+        batch: &RawBatch,
+        rec: &RawRec,
+        e: RowError,
+    ) -> Result<(), TransformError> {
         let key = self.job.source_key;
-        let io = |e: std::io::Error| TransformError::Io { key: key.to_string(), source: e };
+        let io = |e: std::io::Error| TransformError::Io {
+            key: key.to_string(),
+            source: e,
+        };
         if self.quarantine.is_none() {
-            self.quarantine = Some(BufWriter::new(File::create(&self.quarantine_path).map_err(io)?));
+            self.quarantine = Some(BufWriter::new(
+                File::create(&self.quarantine_path).map_err(io)?,
+            ));
         }
         let raw: Cow<'_, str> = match self.job.table.format {
             InputFormat::Jsonl => String::from_utf8_lossy(batch.bytes(rec)),
             InputFormat::Csv if rec.oversize => String::from_utf8_lossy(batch.bytes(rec)),
-            InputFormat::Csv => Cow::Owned(reencode_csv(batch, rec, self.job.table.csv.delimiter as u8, self.job.table.csv.quote as u8)),
+            InputFormat::Csv => Cow::Owned(reencode_csv(
+                batch,
+                rec,
+                self.job.table.csv.delimiter as u8,
+                self.job.table.csv.quote as u8,
+            )),
         };
         let q = QuarantineRecord {
             object: key,
@@ -579,7 +711,10 @@ impl<'a> Scan<'a> {
             raw,
             raw_truncated: rec.oversize,
         };
-        let w = self.quarantine.as_mut().ok_or(TransformError::Internal("quarantine writer".into()))?;
+        let w = self
+            .quarantine
+            .as_mut()
+            .ok_or(TransformError::Internal("quarantine writer".into()))?;
         serde_json::to_writer(&mut *w, &q).map_err(|e| io(e.into()))?;
         w.write_all(b"\n").map_err(io)?;
         Ok(())
@@ -589,7 +724,10 @@ impl<'a> Scan<'a> {
         let files = self.parts.finish()?;
         let quarantine = match self.quarantine.take() {
             Some(mut w) => {
-                w.flush().map_err(|e| TransformError::Io { key: self.job.source_key.to_string(), source: e })?;
+                w.flush().map_err(|e| TransformError::Io {
+                    key: self.job.source_key.to_string(),
+                    source: e,
+                })?;
                 Some(self.quarantine_path.clone())
             }
             None => None,
@@ -662,7 +800,14 @@ fn canonical_text(v: &Val<'_>, out: &mut Vec<u8>) {
         Val::Ts(us) => {
             let (y, m, dd) = values::date_ymd(us.div_euclid(86_400_000_000));
             let s = us.rem_euclid(86_400_000_000);
-            write!(out, "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z", s / 3_600_000_000, s / 60_000_000 % 60, s / 1_000_000 % 60, s % 1_000_000)
+            write!(
+                out,
+                "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z",
+                s / 3_600_000_000,
+                s / 60_000_000 % 60,
+                s / 1_000_000 % 60,
+                s % 1_000_000
+            )
         }
     };
 }
@@ -675,7 +820,9 @@ fn reencode_csv(batch: &RawBatch, rec: &RawRec, delim: u8, quote: u8) -> String 
             out.push(delim);
         }
         let f = batch.field(rec, i);
-        if f.iter().any(|&c| c == delim || c == quote || c == b'\n' || c == b'\r') {
+        if f.iter()
+            .any(|&c| c == delim || c == quote || c == b'\n' || c == b'\r')
+        {
             out.push(quote);
             for &c in f {
                 if c == quote {
@@ -716,7 +863,9 @@ impl ColBuilder {
             DataType::Boolean => ColBuilder::Bool(BooleanBuilder::new()),
             DataType::Binary => ColBuilder::Bin(BinaryBuilder::new()),
             DataType::Date32 => ColBuilder::Date(Date32Builder::new()),
-            DataType::Timestamp(_, _) => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            DataType::Timestamp(_, _) => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
             _ => ColBuilder::Str(StringBuilder::new()),
         }
     }
@@ -793,7 +942,8 @@ struct Partitions {
 impl Partitions {
     fn new(job: &EngineJob<'_>) -> Result<Self, TransformError> {
         let o = &job.table.output;
-        let level = ZstdLevel::try_new(o.zstd_level).map_err(|e| TransformError::Internal(format!("zstd level: {e}")))?;
+        let level = ZstdLevel::try_new(o.zstd_level)
+            .map_err(|e| TransformError::Internal(format!("zstd level: {e}")))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
@@ -817,7 +967,9 @@ impl Partitions {
 
     fn get(&mut self, year: i64, month: u32) -> Result<&mut PartState, TransformError> {
         if !(1..=9999).contains(&year) {
-            return Err(TransformError::Internal(format!("year {year} outside 0001-9999")));
+            return Err(TransformError::Internal(format!(
+                "year {year} outside 0001-9999"
+            )));
         }
         self.tick += 1;
         let k = (year, month);
@@ -825,11 +977,25 @@ impl Partitions {
             self.current = Some(k);
             if !self.map.contains_key(&k) {
                 let builders = self.dtypes.iter().map(ColBuilder::new).collect();
-                self.map.insert(k, PartState { year, month, builders, rows: 0, writer: None, next_part: 0, last_used: 0 });
+                self.map.insert(
+                    k,
+                    PartState {
+                        year,
+                        month,
+                        builders,
+                        rows: 0,
+                        writer: None,
+                        next_part: 0,
+                        last_used: 0,
+                    },
+                );
             }
         }
         let tick = self.tick;
-        let p = self.map.get_mut(&k).ok_or_else(|| TransformError::Internal("partition vanished".into()))?;
+        let p = self
+            .map
+            .get_mut(&k)
+            .ok_or_else(|| TransformError::Internal("partition vanished".into()))?;
         p.last_used = tick;
         Ok(p)
     }
@@ -844,7 +1010,10 @@ impl Partitions {
 
     fn flush(&mut self, k: (i64, u32)) -> Result<(), TransformError> {
         let open = self.map.values().filter(|p| p.writer.is_some()).count();
-        let needs_open = self.map.get(&k).is_some_and(|p| p.rows > 0 && p.writer.is_none());
+        let needs_open = self
+            .map
+            .get(&k)
+            .is_some_and(|p| p.rows > 0 && p.writer.is_none());
         if needs_open && open >= self.max_open {
             // Close the least recently used open partition's file.
             let victim = self
@@ -858,30 +1027,44 @@ impl Partitions {
             }
         }
         let schema = self.schema.clone();
-        let Some(p) = self.map.get_mut(&k) else { return Ok(()) };
+        let Some(p) = self.map.get_mut(&k) else {
+            return Ok(());
+        };
         if p.rows == 0 {
             return Ok(());
         }
         let cols: Vec<ArrayRef> = p.builders.iter_mut().map(ColBuilder::finish).collect();
         let n = p.rows as u64;
         p.rows = 0;
-        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| TransformError::Internal(format!("record batch: {e}")))?;
+        let batch = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| TransformError::Internal(format!("record batch: {e}")))?;
         if p.writer.is_none() {
             self.file_seq += 1;
-            let path = self.work_dir.join(format!("part-{}.parquet", self.file_seq));
-            let f = File::create(&path).map_err(|e| TransformError::Io { key: path.display().to_string(), source: e })?;
-            let w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, f), schema, Some(self.props.clone()))
-                .map_err(|e| TransformError::Parquet(e.to_string()))?;
+            let path = self
+                .work_dir
+                .join(format!("part-{}.parquet", self.file_seq));
+            let f = File::create(&path).map_err(|e| TransformError::Io {
+                key: path.display().to_string(),
+                source: e,
+            })?;
+            let w = ArrowWriter::try_new(
+                BufWriter::with_capacity(1 << 20, f),
+                schema,
+                Some(self.props.clone()),
+            )
+            .map_err(|e| TransformError::Parquet(e.to_string()))?;
             let part = p.next_part;
             p.next_part += 1;
             p.writer = Some((w, path, part, 0));
         }
         let mut roll = false;
         if let Some((w, _, _, rows)) = p.writer.as_mut() {
-            w.write(&batch).map_err(|e| TransformError::Parquet(e.to_string()))?;
+            w.write(&batch)
+                .map_err(|e| TransformError::Parquet(e.to_string()))?;
             *rows += n;
             if w.in_progress_size() >= self.row_group_bytes {
-                w.flush().map_err(|e| TransformError::Parquet(e.to_string()))?;
+                w.flush()
+                    .map_err(|e| TransformError::Parquet(e.to_string()))?;
             }
             roll = w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.target_file_bytes;
         }
@@ -892,10 +1075,19 @@ impl Partitions {
     }
 
     fn close_file(&mut self, k: (i64, u32)) -> Result<(), TransformError> {
-        let Some(p) = self.map.get_mut(&k) else { return Ok(()) };
-        let Some((w, path, part, rows)) = p.writer.take() else { return Ok(()) };
-        let inner = w.into_inner().map_err(|e| TransformError::Parquet(e.to_string()))?;
-        let f = inner.into_inner().map_err(|e| TransformError::Io { key: path.display().to_string(), source: e.into_error() })?;
+        let Some(p) = self.map.get_mut(&k) else {
+            return Ok(());
+        };
+        let Some((w, path, part, rows)) = p.writer.take() else {
+            return Ok(());
+        };
+        let inner = w
+            .into_inner()
+            .map_err(|e| TransformError::Parquet(e.to_string()))?;
+        let f = inner.into_inner().map_err(|e| TransformError::Io {
+            key: path.display().to_string(),
+            source: e.into_error(),
+        })?;
         f.sync_all().ok();
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.files.push(LocalFile {
@@ -916,7 +1108,8 @@ impl Partitions {
             self.flush(k)?;
             self.close_file(k)?;
         }
-        self.files.sort_by(|a, b| (&a.year, &a.month, a.part).cmp(&(&b.year, &b.month, b.part)));
+        self.files
+            .sort_by(|a, b| (&a.year, &a.month, a.part).cmp(&(&b.year, &b.month, b.part)));
         Ok(self.files)
     }
 }

@@ -19,12 +19,12 @@ pub enum TransformError {
     Incompatible {
         key: String,
         #[source]
-        source: CatalogError,
+        source: Box<CatalogError>,
     },
     #[error("lake: {0}")]
     Lake(#[from] LakeError),
     #[error("catalog: {0}")]
-    Catalog(#[from] CatalogError),
+    Catalog(Box<CatalogError>),
     #[error("reading {key}: {source}")]
     Io {
         key: String,
@@ -39,6 +39,12 @@ pub enum TransformError {
     Plan(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<CatalogError> for TransformError {
+    fn from(e: CatalogError) -> Self {
+        TransformError::Catalog(Box::new(e))
+    }
 }
 
 /// What the caller does about an error.

@@ -79,13 +79,18 @@ impl Transformer {
     pub fn new(pipeline: Pipeline, hash_key: Option<HashKey>) -> Result<Self, TransformError> {
         let mut plans = HashMap::new();
         for t in &pipeline.tables {
-            let p = plan::Plan::compile(t).map_err(|e| TransformError::Plan(format!("table {}: {e}", t.name)))?;
+            let p = plan::Plan::compile(t)
+                .map_err(|e| TransformError::Plan(format!("table {}: {e}", t.name)))?;
             if hash_key.is_none() && p.outs.iter().any(|o| matches!(o.kind, plan::OutKind::Hash)) {
                 return Err(TransformError::HashKey);
             }
             plans.insert(t.name.clone(), Arc::new(p));
         }
-        Ok(Self { pipeline: Arc::new(pipeline), plans, hash_key })
+        Ok(Self {
+            pipeline: Arc::new(pipeline),
+            plans,
+            hash_key,
+        })
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -101,17 +106,33 @@ impl Transformer {
         progress: Option<Progress>,
     ) -> Result<TransformSummary, TransformError> {
         let started = Instant::now();
-        let table = self.pipeline.table_for_key(key).ok_or_else(|| TransformError::UnknownTable {
-            key: key.to_string(),
-            prefixes: self.pipeline.tables.iter().map(|t| t.raw_prefix.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
-        let plan = self.plans.get(&table.name).cloned().ok_or_else(|| TransformError::Internal("plan missing".into()))?;
+        let table =
+            self.pipeline
+                .table_for_key(key)
+                .ok_or_else(|| TransformError::UnknownTable {
+                    key: key.to_string(),
+                    prefixes: self
+                        .pipeline
+                        .tables
+                        .iter()
+                        .map(|t| t.raw_prefix.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        let plan = self
+            .plans
+            .get(&table.name)
+            .cloned()
+            .ok_or_else(|| TransformError::Internal("plan missing".into()))?;
         let layout = Layout::new(&table.name, key);
 
         let work = tempfile::Builder::new()
             .prefix("sluice-transform-")
             .tempdir()
-            .map_err(|e| TransformError::Io { key: key.to_string(), source: e })?;
+            .map_err(|e| TransformError::Io {
+                key: key.to_string(),
+                source: e,
+            })?;
         let (input_path, meta) = match store.local_path(key) {
             Some(p) => (p, store.head(key).await?),
             None => {
@@ -129,11 +150,21 @@ impl Transformer {
                 let record = serde_json::json!({
                     "object": key, "line": 0, "column": incompatible_column(&e), "reason": e.to_string(), "raw": "",
                 });
-                let mut body = serde_json::to_vec(&record).map_err(|e| TransformError::Internal(e.to_string()))?;
+                let mut body = serde_json::to_vec(&record)
+                    .map_err(|e| TransformError::Internal(e.to_string()))?;
                 body.push(b'\n');
-                store.put(&layout.quarantine_key, Bytes::from(body), PutMode::Overwrite).await?;
+                store
+                    .put(
+                        &layout.quarantine_key,
+                        Bytes::from(body),
+                        PutMode::Overwrite,
+                    )
+                    .await?;
                 tracing::error!(table = %table.name, key, quarantine = %layout.quarantine_key, error = %e, "schema change is not additive; object quarantined");
-                return Err(TransformError::Incompatible { key: key.to_string(), source: e });
+                return Err(TransformError::Incompatible {
+                    key: key.to_string(),
+                    source: Box::new(e),
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -170,7 +201,13 @@ impl Transformer {
         for f in &out.files {
             let k = layout.curated_key(&f.year, &f.month, f.part);
             store.put_file(&k, &f.path).await?;
-            files.push(ManifestFile { key: k, year: f.year.clone(), month: f.month.clone(), rows: f.rows, bytes: f.bytes });
+            files.push(ManifestFile {
+                key: k,
+                year: f.year.clone(),
+                month: f.month.clone(),
+                rows: f.rows,
+                bytes: f.bytes,
+            });
         }
         let quarantine_key = match &out.quarantine {
             Some(p) => {
@@ -195,15 +232,21 @@ impl Transformer {
                         stale_files_deleted += 1;
                     }
                 }
-                Err(e) => tracing::warn!(manifest = %layout.manifest_key, error = %e, "previous manifest unreadable; stale files (if any) not cleaned"),
+                Err(e) => {
+                    tracing::warn!(manifest = %layout.manifest_key, error = %e, "previous manifest unreadable; stale files (if any) not cleaned")
+                }
             },
             Err(LakeError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
 
         // 4. Partitions.
-        let partitions: Vec<(String, String)> =
-            files.iter().map(|f| (f.year.clone(), f.month.clone())).collect::<BTreeSet<_>>().into_iter().collect();
+        let partitions: Vec<(String, String)> = files
+            .iter()
+            .map(|f| (f.year.clone(), f.month.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let specs: Vec<PartitionSpec> = partitions
             .iter()
             .map(|(y, m)| PartitionSpec {
@@ -224,8 +267,11 @@ impl Transformer {
             counts: out.counts,
             quarantine_key: quarantine_key.clone(),
         };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| TransformError::Internal(e.to_string()))?;
-        store.put(&layout.manifest_key, Bytes::from(body), PutMode::Overwrite).await?;
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| TransformError::Internal(e.to_string()))?;
+        store
+            .put(&layout.manifest_key, Bytes::from(body), PutMode::Overwrite)
+            .await?;
 
         let summary = TransformSummary {
             table: table.name.clone(),
@@ -287,7 +333,13 @@ impl Layout {
         let base = name.split('.').next().unwrap_or(name);
         let mut stem: String = base
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         if stem.is_empty() {
@@ -304,7 +356,10 @@ impl Layout {
 
     /// `curated/<table>/year=YYYY/month=MM/<stem>-<hash>-<part>.parquet`
     pub fn curated_key(&self, year: &str, month: &str, part: u32) -> String {
-        format!("curated/{}/year={year}/month={month}/{}-{}-{part:05}.parquet", self.table, self.stem, self.hash)
+        format!(
+            "curated/{}/year={year}/month={month}/{}-{}-{part:05}.parquet",
+            self.table, self.stem, self.hash
+        )
     }
 }
 

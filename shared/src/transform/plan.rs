@@ -84,7 +84,11 @@ impl Plan {
         let mut inputs = Vec::new();
         let mut slots = Vec::new();
         let mut rules: Vec<Option<PiiRule>> = Vec::new();
-        let table_tokens: Vec<Vec<u8>> = t.null_tokens.iter().map(|s| s.as_bytes().to_vec()).collect();
+        let table_tokens: Vec<Vec<u8>> = t
+            .null_tokens
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
         for c in &t.columns {
             let input = inputs.len();
             inputs.push(Input {
@@ -110,13 +114,25 @@ impl Plan {
                     rules.push(f.pii.clone());
                 }
             } else {
-                slots.push(Slot { input, json_path: Vec::new(), ty: c.ty, required: c.required, name: base });
+                slots.push(Slot {
+                    input,
+                    json_path: Vec::new(),
+                    ty: c.ty,
+                    required: c.required,
+                    name: base,
+                });
                 rules.push(c.pii.clone());
             }
         }
         let slot_of_input = |name: &str| -> Result<usize, String> {
-            let i = inputs.iter().position(|x| x.name == name).ok_or_else(|| format!("no column `{name}`"))?;
-            slots.iter().position(|s| s.input == i && s.json_path.is_empty()).ok_or_else(|| format!("`{name}` is a json column"))
+            let i = inputs
+                .iter()
+                .position(|x| x.name == name)
+                .ok_or_else(|| format!("no column `{name}`"))?;
+            slots
+                .iter()
+                .position(|s| s.input == i && s.json_path.is_empty())
+                .ok_or_else(|| format!("`{name}` is a json column"))
         };
         let mut outs = Vec::new();
         for (i, (slot, rule)) in slots.iter().zip(&rules).enumerate() {
@@ -130,15 +146,26 @@ impl Plan {
             match rule.as_ref().map(|r| r.action) {
                 None => outs.push(plain(slot.name.clone(), slot.ty, OutKind::Plain)),
                 Some(PiiAction::Drop) => {}
-                Some(PiiAction::Hash) => outs.push(plain(format!("{}_hash", slot.name), ColumnType::String, OutKind::Hash)),
-                Some(PiiAction::Year) => outs.push(plain(format!("{}_year", slot.name), ColumnType::Int, OutKind::Year)),
+                Some(PiiAction::Hash) => outs.push(plain(
+                    format!("{}_hash", slot.name),
+                    ColumnType::String,
+                    OutKind::Hash,
+                )),
+                Some(PiiAction::Year) => outs.push(plain(
+                    format!("{}_year", slot.name),
+                    ColumnType::Int,
+                    OutKind::Year,
+                )),
                 Some(PiiAction::AgeBand) => {
                     let r = rule.as_ref().ok_or("age_band rule missing")?;
                     let as_of = r.as_of.as_deref().ok_or("age_band needs as_of")?;
                     outs.push(plain(
                         format!("{}_age_band", slot.name),
                         ColumnType::String,
-                        OutKind::AgeBand { as_of_slot: slot_of_input(as_of)?, band_years: r.band_years.unwrap_or(10) },
+                        OutKind::AgeBand {
+                            as_of_slot: slot_of_input(as_of)?,
+                            band_years: r.band_years.unwrap_or(10),
+                        },
                     ));
                 }
             }
@@ -146,14 +173,24 @@ impl Plan {
         let mut seen = std::collections::HashSet::new();
         for o in &outs {
             if !seen.insert(o.name.as_str()) {
-                return Err(format!("two output columns are both named `{}` (use `rename`)", o.name));
+                return Err(format!(
+                    "two output columns are both named `{}` (use `rename`)",
+                    o.name
+                ));
             }
             if o.name == "year" || o.name == "month" {
-                return Err(format!("output column `{}` clashes with a partition key (use `rename`)", o.name));
+                return Err(format!(
+                    "output column `{}` clashes with a partition key (use `rename`)",
+                    o.name
+                ));
             }
         }
         let key_slots = match &t.dedup {
-            Some(d) => d.key.iter().map(|k| slot_of_input(k)).collect::<Result<_, _>>()?,
+            Some(d) => d
+                .key
+                .iter()
+                .map(|k| slot_of_input(k))
+                .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         let order_slot = match t.dedup.as_ref().and_then(|d| d.order_by.as_deref()) {
@@ -162,7 +199,9 @@ impl Plan {
         };
         let partition_slot = slot_of_input(&t.partition_by)?;
         let schema = Arc::new(Schema::new(
-            outs.iter().map(|o| Field::new(&o.name, o.data_type.clone(), true)).collect::<Vec<_>>(),
+            outs.iter()
+                .map(|o| Field::new(&o.name, o.data_type.clone(), true))
+                .collect::<Vec<_>>(),
         ));
         Ok(Plan {
             inputs,
@@ -172,7 +211,10 @@ impl Plan {
             order_slot,
             partition_slot,
             schema,
-            parse: ParseOptions { epoch_unit: t.epoch_unit, timestamp_formats: t.timestamp_formats.clone() },
+            parse: ParseOptions {
+                epoch_unit: t.epoch_unit,
+                timestamp_formats: t.timestamp_formats.clone(),
+            },
         })
     }
 
@@ -185,7 +227,10 @@ impl Plan {
             columns: self
                 .outs
                 .iter()
-                .map(|o| CatalogColumn { name: o.name.clone(), glue_type: o.glue_type.clone() })
+                .map(|o| CatalogColumn {
+                    name: o.name.clone(),
+                    glue_type: o.glue_type.clone(),
+                })
                 .collect(),
             partition_keys: vec!["year".into(), "month".into()],
             projection_years: t.catalog.partition_projection_years.map(|[a, b]| (a, b)),

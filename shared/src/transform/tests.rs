@@ -24,7 +24,11 @@ fn lake() -> Lake {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalStore::new(dir.path()).expect("store");
     let catalog = LocalCatalog::new(dir.path().join("_catalog/catalog.json"));
-    Lake { _dir: dir, store, catalog }
+    Lake {
+        _dir: dir,
+        store,
+        catalog,
+    }
 }
 
 fn transformer(toml_text: &str) -> Transformer {
@@ -33,15 +37,26 @@ fn transformer(toml_text: &str) -> Transformer {
 }
 
 async fn put(l: &Lake, key: &str, body: &[u8]) {
-    l.store.put(key, Bytes::copy_from_slice(body), PutMode::Overwrite).await.expect("put");
+    l.store
+        .put(key, Bytes::copy_from_slice(body), PutMode::Overwrite)
+        .await
+        .expect("put");
 }
 
 /// Every row under `curated/<table>/`, rendered `col=value|…` in file order (files by key).
 async fn rows(l: &Lake, table: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for m in l.store.list(&format!("curated/{table}/")).await.expect("list") {
+    for m in l
+        .store
+        .list(&format!("curated/{table}/"))
+        .await
+        .expect("list")
+    {
         let b = l.store.get_bytes(&m.key).await.expect("get");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(b).expect("parquet").build().expect("reader");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(b)
+            .expect("parquet")
+            .build()
+            .expect("reader");
         for batch in reader {
             out.extend(render(&batch.expect("batch")));
         }
@@ -51,7 +66,11 @@ async fn rows(l: &Lake, table: &str) -> Vec<String> {
 
 fn render(b: &RecordBatch) -> Vec<String> {
     let opts = FormatOptions::default().with_null("∅");
-    let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt")).collect();
+    let fmts: Vec<_> = b
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt"))
+        .collect();
     (0..b.num_rows())
         .map(|r| {
             b.schema()
@@ -77,7 +96,11 @@ async fn quarantine(l: &Lake, s: &TransformSummary) -> Vec<serde_json::Value> {
 }
 
 fn balanced(c: &Counts) {
-    assert_eq!(c.rows_read, c.rows_written + c.rows_duplicate + c.rows_quarantined, "counts balance: {c:?}");
+    assert_eq!(
+        c.rows_read,
+        c.rows_written + c.rows_duplicate + c.rows_quarantined,
+        "counts balance: {c:?}"
+    );
 }
 
 const EVENTS: &str = r#"
@@ -127,19 +150,40 @@ async fn dedup_latest_version_wins_far_apart_across_batches() {
     let mut csv = String::from("id,version,ts,Note,email\n");
     for pass in [2, 3, 1] {
         for id in 0..3000 {
-            csv.push_str(&format!("{id},{pass},2024-0{}-15 10:00:00 UTC,v{pass},u{id}@x.org\n", 1 + id % 3));
+            csv.push_str(&format!(
+                "{id},{pass},2024-0{}-15 10:00:00 UTC,v{pass},u{id}@x.org\n",
+                1 + id % 3
+            ));
         }
     }
     let mut expected: Option<Vec<String>> = None;
     for batch in [1, 7, 8192] {
         let l = lake();
         put(&l, "raw/events/a.csv", csv.as_bytes()).await;
-        let s = events(batch).transform_object(&l.store, &l.catalog, "raw/events/a.csv", None).await.expect("transform");
-        assert_eq!(s.counts, Counts { rows_read: 9000, rows_written: 3000, rows_duplicate: 6000, rows_quarantined: 0 });
+        let s = events(batch)
+            .transform_object(&l.store, &l.catalog, "raw/events/a.csv", None)
+            .await
+            .expect("transform");
+        assert_eq!(
+            s.counts,
+            Counts {
+                rows_read: 9000,
+                rows_written: 3000,
+                rows_duplicate: 6000,
+                rows_quarantined: 0
+            }
+        );
         let got = rows(&l, "events").await;
         assert_eq!(got.len(), 3000);
-        assert!(got.iter().all(|r| r.contains("|version=3|") && r.contains("|note=v3|")), "latest version only");
-        let mut ids: Vec<&str> = got.iter().map(|r| r.split('|').next().unwrap_or("")).collect();
+        assert!(
+            got.iter()
+                .all(|r| r.contains("|version=3|") && r.contains("|note=v3|")),
+            "latest version only"
+        );
+        let mut ids: Vec<&str> = got
+            .iter()
+            .map(|r| r.split('|').next().unwrap_or(""))
+            .collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 3000, "each key once");
@@ -153,20 +197,63 @@ async fn dedup_latest_version_wins_far_apart_across_batches() {
 #[tokio::test]
 async fn pii_hash_is_keyed_hmac_and_columns_are_snake_case() {
     let l = lake();
-    put(&l, "raw/events/b.csv", b"id,version,ts,Note,email\n1,1,2024-03-01T12:30:00.123456+01:00,hello,a@b.c\n").await;
-    let s = events(8192).transform_object(&l.store, &l.catalog, "raw/events/b.csv", None).await.expect("transform");
+    put(
+        &l,
+        "raw/events/b.csv",
+        b"id,version,ts,Note,email\n1,1,2024-03-01T12:30:00.123456+01:00,hello,a@b.c\n",
+    )
+    .await;
+    let s = events(8192)
+        .transform_object(&l.store, &l.catalog, "raw/events/b.csv", None)
+        .await
+        .expect("transform");
     assert_eq!(s.counts.rows_written, 1);
     let got = rows(&l, "events").await;
     use hmac::{KeyInit, Mac};
     let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(TEST_KEY).expect("mac");
     m.update(b"a@b.c");
     let want = hex::encode(m.finalize().into_bytes());
-    assert_eq!(got, vec![format!("id=1|version=1|ts=2024-03-01T11:30:00.123456Z|note=hello|email_hash={want}")]);
-    assert_eq!(s.files[0].key, format!("curated/events/year=2024/month=03/b-{}-00000.parquet", &Layout::new("events", "raw/events/b.csv").hash));
-    let t = l.catalog.get_table("test_db", "events").await.expect("cat").expect("table");
-    let cols: Vec<(&str, &str)> = t.columns.iter().map(|c| (c.name.as_str(), c.glue_type.as_str())).collect();
-    assert_eq!(cols, vec![("id", "bigint"), ("version", "bigint"), ("ts", "timestamp"), ("note", "string"), ("email_hash", "string")]);
-    assert_eq!(l.catalog.list_partitions("test_db", "events").await.expect("parts"), vec![vec!["2024".to_string(), "03".to_string()]]);
+    assert_eq!(
+        got,
+        vec![format!(
+            "id=1|version=1|ts=2024-03-01T11:30:00.123456Z|note=hello|email_hash={want}"
+        )]
+    );
+    assert_eq!(
+        s.files[0].key,
+        format!(
+            "curated/events/year=2024/month=03/b-{}-00000.parquet",
+            &Layout::new("events", "raw/events/b.csv").hash
+        )
+    );
+    let t = l
+        .catalog
+        .get_table("test_db", "events")
+        .await
+        .expect("cat")
+        .expect("table");
+    let cols: Vec<(&str, &str)> = t
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.glue_type.as_str()))
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("id", "bigint"),
+            ("version", "bigint"),
+            ("ts", "timestamp"),
+            ("note", "string"),
+            ("email_hash", "string")
+        ]
+    );
+    assert_eq!(
+        l.catalog
+            .list_partitions("test_db", "events")
+            .await
+            .expect("parts"),
+        vec![vec!["2024".to_string(), "03".to_string()]]
+    );
 }
 
 #[tokio::test]
@@ -186,16 +273,31 @@ async fn messy_csv_quarantines_bad_rows_with_reasons_and_balances() {
     for batch in [1, 7, 8192] {
         let l = lake();
         put(&l, "raw/events/messy.csv", &csv).await;
-        let s = events(batch).transform_object(&l.store, &l.catalog, "raw/events/messy.csv", None).await.expect("transform");
+        let s = events(batch)
+            .transform_object(&l.store, &l.catalog, "raw/events/messy.csv", None)
+            .await
+            .expect("transform");
         balanced(&s.counts);
-        assert_eq!(s.counts, Counts { rows_read: 8, rows_written: 2, rows_duplicate: 0, rows_quarantined: 6 });
+        assert_eq!(
+            s.counts,
+            Counts {
+                rows_read: 8,
+                rows_written: 2,
+                rows_duplicate: 0,
+                rows_quarantined: 6
+            }
+        );
         let q = quarantine(&l, &s).await;
         let brief: Vec<(u64, Option<&str>, String)> = q
             .iter()
             .map(|r| {
                 assert_eq!(r["object"], "raw/events/messy.csv");
                 let reason = r["reason"].as_str().unwrap_or("").to_string();
-                (r["line"].as_u64().unwrap_or(0), r["column"].as_str(), reason)
+                (
+                    r["line"].as_u64().unwrap_or(0),
+                    r["column"].as_str(),
+                    reason,
+                )
             })
             .collect();
         let lines: Vec<u64> = brief.iter().map(|b| b.0).collect();
@@ -203,7 +305,11 @@ async fn messy_csv_quarantines_bad_rows_with_reasons_and_balances() {
         assert_eq!(brief[0].1, Some("ts"));
         assert!(brief[0].2.contains("not a timestamp"), "{:?}", brief[0]);
         assert_eq!(brief[1].1, None);
-        assert!(brief[1].2.contains("expected 5 fields, found 3"), "{:?}", brief[1]);
+        assert!(
+            brief[1].2.contains("expected 5 fields, found 3"),
+            "{:?}",
+            brief[1]
+        );
         assert_eq!(brief[2].1, Some("version"));
         assert!(brief[2].2.contains("not an integer"));
         assert_eq!(brief[3].1, Some("Note"));
@@ -216,11 +322,21 @@ async fn messy_csv_quarantines_bad_rows_with_reasons_and_balances() {
         assert_eq!(q[3]["raw"].as_str().map(str::len), Some(big.len() + 19));
         let got = rows(&l, "events").await;
         assert_eq!(got.len(), 2);
-        assert!(got[0].contains("note=multi\r\nline, with comma"), "{}", got[0]);
+        assert!(
+            got[0].contains("note=multi\r\nline, with comma"),
+            "{}",
+            got[0]
+        );
         assert!(got[1].contains("note=say \"hi\""), "{}", got[1]);
-        outputs.push((got, brief.into_iter().map(|b| (b.0, b.2)).collect::<Vec<_>>()));
+        outputs.push((
+            got,
+            brief.into_iter().map(|b| (b.0, b.2)).collect::<Vec<_>>(),
+        ));
     }
-    assert!(outputs.windows(2).all(|w| w[0] == w[1]), "identical output for batch sizes 1, 7, 8192");
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "identical output for batch sizes 1, 7, 8192"
+    );
 }
 
 #[tokio::test]
@@ -228,22 +344,53 @@ async fn replay_is_idempotent_and_a_changed_object_leaves_only_new_rows() {
     let l = lake();
     let t = events(8192);
     let key = "raw/events/r.csv";
-    put(&l, key, b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n2,1,2024-02-01,b,y\n3,1,2024-03-01,c,z\n").await;
-    let first = t.transform_object(&l.store, &l.catalog, key, None).await.expect("first");
+    put(
+        &l,
+        key,
+        b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n2,1,2024-02-01,b,y\n3,1,2024-03-01,c,z\n",
+    )
+    .await;
+    let first = t
+        .transform_object(&l.store, &l.catalog, key, None)
+        .await
+        .expect("first");
     let keys1 = l.store.list("curated/").await.expect("list");
-    let again = t.transform_object(&l.store, &l.catalog, key, None).await.expect("again");
+    let again = t
+        .transform_object(&l.store, &l.catalog, key, None)
+        .await
+        .expect("again");
     let keys2 = l.store.list("curated/").await.expect("list");
-    assert_eq!(keys1.iter().map(|m| &m.key).collect::<Vec<_>>(), keys2.iter().map(|m| &m.key).collect::<Vec<_>>());
+    assert_eq!(
+        keys1.iter().map(|m| &m.key).collect::<Vec<_>>(),
+        keys2.iter().map(|m| &m.key).collect::<Vec<_>>()
+    );
     assert_eq!(first.files, again.files);
     assert_eq!(rows(&l, "events").await.len(), 3);
     // The object changes: now only January and April.
-    put(&l, key, b"id,version,ts,Note,email\n1,2,2024-01-01,a2,x\n4,1,2024-04-01,d,w\n").await;
-    let changed = t.transform_object(&l.store, &l.catalog, key, None).await.expect("changed");
+    put(
+        &l,
+        key,
+        b"id,version,ts,Note,email\n1,2,2024-01-01,a2,x\n4,1,2024-04-01,d,w\n",
+    )
+    .await;
+    let changed = t
+        .transform_object(&l.store, &l.catalog, key, None)
+        .await
+        .expect("changed");
     assert_eq!(changed.stale_files_deleted, 2);
     let got = rows(&l, "events").await;
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got[0].starts_with("id=1|version=2|") && got[1].starts_with("id=4|"), "{got:?}");
-    let m: Manifest = serde_json::from_slice(&l.store.get_bytes(&changed.manifest_key).await.expect("manifest")).expect("json");
+    assert!(
+        got[0].starts_with("id=1|version=2|") && got[1].starts_with("id=4|"),
+        "{got:?}"
+    );
+    let m: Manifest = serde_json::from_slice(
+        &l.store
+            .get_bytes(&changed.manifest_key)
+            .await
+            .expect("manifest"),
+    )
+    .expect("json");
     assert_eq!(m.files.len(), 2);
     assert_eq!(m.counts.rows_written, 2);
     assert_eq!(m.source_key, key);
@@ -252,17 +399,39 @@ async fn replay_is_idempotent_and_a_changed_object_leaves_only_new_rows() {
 #[tokio::test]
 async fn incompatible_type_change_is_refused_and_quarantined() {
     let l = lake();
-    put(&l, "raw/events/a.csv", b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n").await;
-    events(8192).transform_object(&l.store, &l.catalog, "raw/events/a.csv", None).await.expect("first");
-    let changed = EVENTS.replace("BATCH", "8192").replace("name = \"Note\"\ntype = \"string\"", "name = \"Note\"\ntype = \"int\"");
-    let err = transformer(&changed).transform_object(&l.store, &l.catalog, "raw/events/a.csv", None).await.expect_err("refused");
+    put(
+        &l,
+        "raw/events/a.csv",
+        b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n",
+    )
+    .await;
+    events(8192)
+        .transform_object(&l.store, &l.catalog, "raw/events/a.csv", None)
+        .await
+        .expect("first");
+    let changed = EVENTS.replace("BATCH", "8192").replace(
+        "name = \"Note\"\ntype = \"string\"",
+        "name = \"Note\"\ntype = \"int\"",
+    );
+    let err = transformer(&changed)
+        .transform_object(&l.store, &l.catalog, "raw/events/a.csv", None)
+        .await
+        .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::BadInput);
     assert!(err.to_string().contains("note"), "{err}");
-    let q = l.store.get_bytes(&Layout::new("events", "raw/events/a.csv").quarantine_key).await.expect("quarantined");
+    let q = l
+        .store
+        .get_bytes(&Layout::new("events", "raw/events/a.csv").quarantine_key)
+        .await
+        .expect("quarantined");
     assert!(String::from_utf8_lossy(&q).contains("\"column\":\"note\""));
     // A new nullable column is additive and accepted.
-    let added = EVENTS.replace("BATCH", "8192") + "\n[[tables.columns]]\nname = \"extra\"\ntype = \"float\"\n";
-    let s = transformer(&added).transform_object(&l.store, &l.catalog, "raw/events/a.csv", None).await.expect("additive");
+    let added = EVENTS.replace("BATCH", "8192")
+        + "\n[[tables.columns]]\nname = \"extra\"\ntype = \"float\"\n";
+    let s = transformer(&added)
+        .transform_object(&l.store, &l.catalog, "raw/events/a.csv", None)
+        .await
+        .expect("additive");
     assert_eq!(s.added_columns, vec!["extra".to_string()]);
     assert_eq!(s.missing_columns, vec!["extra".to_string()]);
 }
@@ -274,55 +443,112 @@ async fn jsonl_flattens_json_generalises_dates_and_drops_pii() {
     let l = lake();
     let t = transformer(CUSTOMERS);
     let body = concat!(
-        r#"{"customer_id":1,"full_name":"Ann","email":"ann@x.org","date_of_birth":"1990-06-15","signup_date":"2020-06-14T09:00:00Z","loyalty_tier":"gold","lifetime_spend":"1234.50","address":{"street":"1 Main St","city":"Leeds","postcode":"LS1","geo":{"lat":53.8,"lon":-1.55},"tags":["a","b"]},"updated_at":"2024-01-01T00:00:00Z"}"#, "\n",
-        r#"{"customer_id":2,"full_name":"Bob","email":null,"date_of_birth":"NULL","signup_date":1600000000,"loyalty_tier":"","lifetime_spend":7,"address":"{\"city\":\"York\"}","updated_at":"2024-01-01T00:00:00Z"}"#, "\n",
-        r#"{"customer_id":1,"full_name":"Ann","email":"ann@x.org","date_of_birth":"1990-06-15","signup_date":"2020-06-14T09:00:00Z","loyalty_tier":"platinum","lifetime_spend":"99.99","address":null,"updated_at":"2024-02-01T00:00:00Z"}"#, "\n",
-        r#"{"customer_id":3, "address": "{not json}", "signup_date":"2020-01-01","updated_at":"2024-01-01"}"#, "\n",
-        r#"[1,2,3]"#, "\n",
-        r#"{"customer_id":4,"signup_date":"2020-01-01","updated_at":"2024-01-01","lifetime_spend":"NaN"}"#, "\n",
+        r#"{"customer_id":1,"full_name":"Ann","email":"ann@x.org","date_of_birth":"1990-06-15","signup_date":"2020-06-14T09:00:00Z","loyalty_tier":"gold","lifetime_spend":"1234.50","address":{"street":"1 Main St","city":"Leeds","postcode":"LS1","geo":{"lat":53.8,"lon":-1.55},"tags":["a","b"]},"updated_at":"2024-01-01T00:00:00Z"}"#,
+        "\n",
+        r#"{"customer_id":2,"full_name":"Bob","email":null,"date_of_birth":"NULL","signup_date":1600000000,"loyalty_tier":"","lifetime_spend":7,"address":"{\"city\":\"York\"}","updated_at":"2024-01-01T00:00:00Z"}"#,
+        "\n",
+        r#"{"customer_id":1,"full_name":"Ann","email":"ann@x.org","date_of_birth":"1990-06-15","signup_date":"2020-06-14T09:00:00Z","loyalty_tier":"platinum","lifetime_spend":"99.99","address":null,"updated_at":"2024-02-01T00:00:00Z"}"#,
+        "\n",
+        r#"{"customer_id":3, "address": "{not json}", "signup_date":"2020-01-01","updated_at":"2024-01-01"}"#,
+        "\n",
+        r#"[1,2,3]"#,
+        "\n",
+        r#"{"customer_id":4,"signup_date":"2020-01-01","updated_at":"2024-01-01","lifetime_spend":"NaN"}"#,
+        "\n",
     );
     put(&l, "raw/customers/2024/c.jsonl", body.as_bytes()).await;
-    let s = t.transform_object(&l.store, &l.catalog, "raw/customers/2024/c.jsonl", None).await.expect("transform");
-    assert_eq!(s.counts, Counts { rows_read: 6, rows_written: 2, rows_duplicate: 1, rows_quarantined: 3 });
+    let s = t
+        .transform_object(&l.store, &l.catalog, "raw/customers/2024/c.jsonl", None)
+        .await
+        .expect("transform");
+    assert_eq!(
+        s.counts,
+        Counts {
+            rows_read: 6,
+            rows_written: 2,
+            rows_duplicate: 1,
+            rows_quarantined: 3
+        }
+    );
     let got = rows(&l, "customers").await;
     assert_eq!(got.len(), 2);
     assert_eq!(
         got[1],
         "customer_id=2|email_hash=∅|date_of_birth_age_band=∅|signup_date=2020-09-13T12:26:40Z|loyalty_tier=∅|lifetime_spend=7.00|address_city=York|address_postcode=∅|address_geo_lat=∅|address_geo_lon=∅|address_tags=∅|updated_at=2024-01-01T00:00:00Z"
     );
-    assert!(got[0].starts_with("customer_id=1|email_hash="), "{}", got[0]);
+    assert!(
+        got[0].starts_with("customer_id=1|email_hash="),
+        "{}",
+        got[0]
+    );
     assert!(
         got[0].ends_with("|date_of_birth_age_band=20-29|signup_date=2020-06-14T09:00:00Z|loyalty_tier=platinum|lifetime_spend=99.99|address_city=∅|address_postcode=∅|address_geo_lat=∅|address_geo_lon=∅|address_tags=∅|updated_at=2024-02-01T00:00:00Z"),
         "{}",
         got[0]
     );
-    assert!(!got.iter().any(|r| r.contains("full_name") || r.contains("street") || r.contains("Ann")));
+    assert!(!got
+        .iter()
+        .any(|r| r.contains("full_name") || r.contains("street") || r.contains("Ann")));
     let q = quarantine(&l, &s).await;
-    let reasons: Vec<String> = q.iter().map(|r| format!("{}:{}:{}", r["line"], r["column"], r["reason"])).collect();
-    assert!(reasons[0].starts_with("4:\"address\":\"bad JSON"), "{reasons:?}");
-    assert!(reasons[1].starts_with("5:null:\"expected a JSON object"), "{reasons:?}");
-    assert!(reasons[2].starts_with("6:\"lifetime_spend\":") && reasons[2].contains("cannot be stored in a decimal"), "{reasons:?}");
+    let reasons: Vec<String> = q
+        .iter()
+        .map(|r| format!("{}:{}:{}", r["line"], r["column"], r["reason"]))
+        .collect();
+    assert!(
+        reasons[0].starts_with("4:\"address\":\"bad JSON"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("5:null:\"expected a JSON object"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("6:\"lifetime_spend\":")
+            && reasons[2].contains("cannot be stored in a decimal"),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]
 async fn gzip_input_and_unknown_table() {
     let l = lake();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n2,1,2024-01-02,b,y\n").expect("gz");
+    gz.write_all(b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n2,1,2024-01-02,b,y\n")
+        .expect("gz");
     put(&l, "raw/events/z.csv.gz", &gz.finish().expect("gz")).await;
     let t = events(8192);
-    let s = t.transform_object(&l.store, &l.catalog, "raw/events/z.csv.gz", None).await.expect("gz transform");
+    let s = t
+        .transform_object(&l.store, &l.catalog, "raw/events/z.csv.gz", None)
+        .await
+        .expect("gz transform");
     assert_eq!(s.counts.rows_written, 2);
-    let err = t.transform_object(&l.store, &l.catalog, "raw/other/z.csv", None).await.expect_err("unknown");
+    let err = t
+        .transform_object(&l.store, &l.catalog, "raw/other/z.csv", None)
+        .await
+        .expect_err("unknown");
     assert_eq!(err.kind(), ErrorKind::BadInput);
-    assert!(err.to_string().contains("raw/other/z.csv") && err.to_string().contains("raw/events/"), "{err}");
+    assert!(
+        err.to_string().contains("raw/other/z.csv") && err.to_string().contains("raw/events/"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn missing_required_header_column_is_a_clear_error() {
     let l = lake();
-    put(&l, "raw/events/h.csv", b"version,ts,Note,email\n1,2024-01-01,a,x\n").await;
-    let err = events(8192).transform_object(&l.store, &l.catalog, "raw/events/h.csv", None).await.expect_err("no id column");
-    assert!(err.to_string().contains("raw/events/h.csv") && err.to_string().contains("`id`"), "{err}");
+    put(
+        &l,
+        "raw/events/h.csv",
+        b"version,ts,Note,email\n1,2024-01-01,a,x\n",
+    )
+    .await;
+    let err = events(8192)
+        .transform_object(&l.store, &l.catalog, "raw/events/h.csv", None)
+        .await
+        .expect_err("no id column");
+    assert!(
+        err.to_string().contains("raw/events/h.csv") && err.to_string().contains("`id`"),
+        "{err}"
+    );
     let _ = Arc::new(());
 }

@@ -40,7 +40,11 @@ pub(crate) fn trim_ascii(b: &[u8]) -> &[u8] {
 }
 
 /// Parses text (already trimmed where the type requires; null tokens already handled).
-pub(crate) fn parse_text<'a>(b: &'a [u8], ty: ColumnType, opts: &ParseOptions) -> Result<Val<'a>, String> {
+pub(crate) fn parse_text<'a>(
+    b: &'a [u8],
+    ty: ColumnType,
+    opts: &ParseOptions,
+) -> Result<Val<'a>, String> {
     match ty {
         ColumnType::String | ColumnType::Json => match std::str::from_utf8(b) {
             Ok(s) => Ok(Val::Str(Cow::Borrowed(s))),
@@ -55,7 +59,9 @@ pub(crate) fn parse_text<'a>(b: &'a [u8], ty: ColumnType, opts: &ParseOptions) -
                 .map(Val::F64)
                 .ok_or_else(|| format!("`{}` is not a number", preview(t)))
         }
-        ColumnType::Decimal { precision, scale } => parse_decimal(trim_ascii(b), precision, scale).map(Val::Dec),
+        ColumnType::Decimal { precision, scale } => {
+            parse_decimal(trim_ascii(b), precision, scale).map(Val::Dec)
+        }
         ColumnType::Bool => parse_bool(trim_ascii(b)).map(Val::Bool),
         ColumnType::Binary => base64::engine::general_purpose::STANDARD
             .decode(trim_ascii(b))
@@ -68,13 +74,23 @@ pub(crate) fn parse_text<'a>(b: &'a [u8], ty: ColumnType, opts: &ParseOptions) -
 
 /// Parses a JSON value into a column type: strings go through `parse_text`; numbers and
 /// booleans convert directly; objects and arrays become JSON text for string columns.
-pub(crate) fn parse_json<'a>(v: &'a serde_json::Value, ty: ColumnType, opts: &ParseOptions) -> Result<Val<'a>, String> {
+pub(crate) fn parse_json<'a>(
+    v: &'a serde_json::Value,
+    ty: ColumnType,
+    opts: &ParseOptions,
+) -> Result<Val<'a>, String> {
     use serde_json::Value as J;
     match (v, ty) {
         (J::Null, _) => Ok(Val::Null),
         (J::String(s), _) => parse_text(s.as_bytes(), ty, opts),
-        (J::Number(n), ColumnType::Int) => n.as_i64().map(Val::I64).ok_or_else(|| format!("{n} is not a 64-bit integer")),
-        (J::Number(n), ColumnType::Float) => n.as_f64().map(Val::F64).ok_or_else(|| format!("{n} is not a number")),
+        (J::Number(n), ColumnType::Int) => n
+            .as_i64()
+            .map(Val::I64)
+            .ok_or_else(|| format!("{n} is not a 64-bit integer")),
+        (J::Number(n), ColumnType::Float) => n
+            .as_f64()
+            .map(Val::F64)
+            .ok_or_else(|| format!("{n} is not a number")),
         (J::Number(n), ColumnType::Timestamp) => match n.as_i64() {
             Some(i) => epoch_to_us(i, opts.epoch_unit).map(Val::Ts),
             None => Err(format!("{n} is not an epoch timestamp")),
@@ -83,7 +99,9 @@ pub(crate) fn parse_json<'a>(v: &'a serde_json::Value, ty: ColumnType, opts: &Pa
         (J::Number(n), _) => parse_text(n.to_string().as_bytes(), ty, opts).map(into_owned),
         (J::Bool(b), ColumnType::Bool) => Ok(Val::Bool(*b)),
         (J::Bool(b), ColumnType::String) => Ok(Val::Str(Cow::Owned(b.to_string()))),
-        (J::Array(_) | J::Object(_), ColumnType::String | ColumnType::Json) => Ok(Val::Str(Cow::Owned(v.to_string()))),
+        (J::Array(_) | J::Object(_), ColumnType::String | ColumnType::Json) => {
+            Ok(Val::Str(Cow::Owned(v.to_string())))
+        }
         (other, ty) => Err(format!("a JSON {} cannot be a {ty}", json_kind(other))),
     }
 }
@@ -153,17 +171,29 @@ fn parse_bool(b: &[u8]) -> Result<bool, String> {
             _ => {}
         }
     }
-    Err(format!("`{}` is not a boolean (true/false, t/f, yes/no, 1/0)", preview(b)))
+    Err(format!(
+        "`{}` is not a boolean (true/false, t/f, yes/no, 1/0)",
+        preview(b)
+    ))
 }
 
 /// Exact decimal: `-123.45` with at most `scale` fractional digits (more would silently
 /// round money) and at most `precision` digits in all.
 pub(crate) fn parse_decimal(b: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
     let bad = || format!("`{}` is not a decimal({precision},{scale})", preview(b));
-    let word = b.strip_prefix(b"-").or_else(|| b.strip_prefix(b"+")).unwrap_or(b);
-    if [&b"nan"[..], b"inf", b"infinity"].iter().any(|w| word.eq_ignore_ascii_case(w)) {
+    let word = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
+    if [&b"nan"[..], b"inf", b"infinity"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
         // CDC events carry NUMERIC NaN/Infinity as strings; a decimal column cannot hold them.
-        return Err(format!("`{}` cannot be stored in a decimal column (type the column string to keep it)", preview(b)));
+        return Err(format!(
+            "`{}` cannot be stored in a decimal column (type the column string to keep it)",
+            preview(b)
+        ));
     }
     let (neg, rest) = match b.first() {
         Some(b'-') => (true, &b[1..]),
@@ -189,7 +219,10 @@ pub(crate) fn parse_decimal(b: &[u8], precision: u8, scale: i8) -> Result<i128, 
         f
     };
     if frac_trimmed.len() > scale_u {
-        return Err(format!("`{}` has more than {scale} decimal places", preview(b)));
+        return Err(format!(
+            "`{}` has more than {scale} decimal places",
+            preview(b)
+        ));
     }
     let int_sig = {
         let mut i = int_part;
@@ -198,9 +231,16 @@ pub(crate) fn parse_decimal(b: &[u8], precision: u8, scale: i8) -> Result<i128, 
         }
         i
     };
-    let int_digits = if int_sig == b"0" || int_sig.is_empty() { 0 } else { int_sig.len() };
+    let int_digits = if int_sig == b"0" || int_sig.is_empty() {
+        0
+    } else {
+        int_sig.len()
+    };
     if int_digits + scale_u > precision as usize {
-        return Err(format!("`{}` does not fit decimal({precision},{scale})", preview(b)));
+        return Err(format!(
+            "`{}` does not fit decimal({precision},{scale})",
+            preview(b)
+        ));
     }
     let mut v: i128 = 0;
     for &d in int_sig {
@@ -270,7 +310,13 @@ fn ymd(b: &[u8]) -> Option<i64> {
 
 pub(crate) fn parse_date(b: &[u8]) -> Result<i32, String> {
     // A timestamp in a date column keeps its (UTC) date: exports often write midnight times.
-    let day = ymd(b).or_else(|| if b.len() > 10 && matches!(b[10], b' ' | b'T') { ymd(&b[..10]) } else { None });
+    let day = ymd(b).or_else(|| {
+        if b.len() > 10 && matches!(b[10], b' ' | b'T') {
+            ymd(&b[..10])
+        } else {
+            None
+        }
+    });
     match day {
         Some(d) => Ok(d as i32),
         None => Err(format!("`{}` is not a date (YYYY-MM-DD)", preview(b))),
@@ -283,7 +329,11 @@ fn epoch_to_us(v: i64, unit: EpochUnit) -> Result<i64, String> {
         EpochUnit::Millis => true,
         EpochUnit::Auto => v.unsigned_abs() >= 100_000_000_000,
     };
-    let us = if millis { v.checked_mul(1000) } else { v.checked_mul(1_000_000) };
+    let us = if millis {
+        v.checked_mul(1000)
+    } else {
+        v.checked_mul(1_000_000)
+    };
     match us {
         Some(us) if (MIN_TS_US..=MAX_TS_US).contains(&us) => Ok(us),
         _ => Err(format!("epoch {v} is outside years 0001–9999")),
@@ -301,7 +351,11 @@ pub(crate) fn parse_timestamp(b: &[u8], opts: &ParseOptions) -> Result<i64, Stri
             Err(format!("`{}` is outside years 0001–9999", preview(b)))
         };
     }
-    let numeric = !b.is_empty() && b.iter().enumerate().all(|(i, c)| c.is_ascii_digit() || (i == 0 && *c == b'-')) && b != b"-";
+    let numeric = !b.is_empty()
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || (i == 0 && *c == b'-'))
+        && b != b"-";
     if numeric {
         if let Ok(v) = parse_i64(b) {
             return epoch_to_us(v, opts.epoch_unit);
@@ -330,7 +384,11 @@ fn fast_timestamp(b: &[u8]) -> Option<i64> {
     let mut rest = &b[10..];
     let mut secs_of_day: i64 = 0;
     let mut micros: i64 = 0;
-    if !rest.is_empty() && matches!(rest[0], b'T' | b't' | b' ') && rest.len() >= 6 && rest[3] == b':' {
+    if !rest.is_empty()
+        && matches!(rest[0], b'T' | b't' | b' ')
+        && rest.len() >= 6
+        && rest[3] == b':'
+    {
         let h = digits(&rest[1..3])?;
         let mi = digits(&rest[4..6])?;
         rest = &rest[6..];
@@ -399,7 +457,10 @@ mod tests {
     use super::*;
 
     fn opts() -> ParseOptions {
-        ParseOptions { epoch_unit: EpochUnit::Auto, timestamp_formats: vec!["%d/%m/%Y %H:%M".into()] }
+        ParseOptions {
+            epoch_unit: EpochUnit::Auto,
+            timestamp_formats: vec!["%d/%m/%Y %H:%M".into()],
+        }
     }
     fn ts(s: &str) -> Result<i64, String> {
         parse_timestamp(s.as_bytes(), &opts())
@@ -419,7 +480,15 @@ mod tests {
         assert_eq!(ts("1569888000000"), Ok(base));
         assert_eq!(ts("01/10/2019 00:00"), Ok(base));
         assert_eq!(ts("1969-12-31T23:59:59Z"), Ok(-1_000_000));
-        for bad in ["2019-13-01 00:00:00", "2019-02-30", "2019-10-01 24:00:00", "yesterday", "", "-", "2019-10-01T00:00:00+25:00"] {
+        for bad in [
+            "2019-13-01 00:00:00",
+            "2019-02-30",
+            "2019-10-01 24:00:00",
+            "yesterday",
+            "",
+            "-",
+            "2019-10-01T00:00:00+25:00",
+        ] {
             assert!(ts(bad).is_err(), "{bad} should fail");
         }
     }
@@ -442,7 +511,9 @@ mod tests {
         assert_eq!(parse_decimal(b"1.230", 12, 2), Ok(123));
         assert!(parse_decimal(b"1.234", 12, 2).is_err());
         assert!(parse_decimal(b"12345678901.00", 12, 2).is_err());
-        assert!(parse_decimal(b"NaN", 12, 2).unwrap_err().contains("cannot be stored"));
+        assert!(parse_decimal(b"NaN", 12, 2)
+            .unwrap_err()
+            .contains("cannot be stored"));
         assert!(parse_decimal(b"1e5", 12, 2).is_err());
     }
 
