@@ -5,6 +5,7 @@
 
 mod demo;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -119,7 +120,14 @@ async fn transform(
     let mut failed = 0;
     for key in keys {
         let size = store.head(key).await.map(|m| m.size_bytes).unwrap_or(0);
-        let bar = ProgressBar::new(size);
+        // A bar only on a terminal and for objects that take a while: drawn into a pipe, it
+        // would cost more than the transform itself.
+        let show = std::io::stderr().is_terminal() && size >= 32 * 1024 * 1024;
+        let bar = if show {
+            ProgressBar::new(size)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",

@@ -37,6 +37,12 @@ const fn default_batch_rows() -> usize {
 const fn default_row_group_bytes() -> usize {
     8 * 1024 * 1024
 }
+/// Encoded bytes buffered across all open partitions before the largest row group is
+/// flushed: the main lever on peak memory (writers hold about twice their encoded size; see
+/// docs/BENCHMARKS.md for peak RSS at this default).
+const fn default_buffer_budget_bytes() -> usize {
+    12 * 1024 * 1024
+}
 /// More open partitions than this and the least recently used one is closed (its file
 /// finished); memory stays bounded however scattered the timestamps are.
 const fn default_max_open_partitions() -> usize {
@@ -279,6 +285,9 @@ pub struct OutputConfig {
     /// Flush a row group when a partition's buffered data reaches this size.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
+    /// Flush the largest row group when all open partitions together buffer more than this.
+    #[serde(default = "default_buffer_budget_bytes")]
+    pub buffer_budget_bytes: usize,
     /// Rows per record batch.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
@@ -301,6 +310,7 @@ impl Default for OutputConfig {
         Self {
             target_file_size_bytes: default_target_file_size_bytes(),
             row_group_bytes: default_row_group_bytes(),
+            buffer_budget_bytes: default_buffer_budget_bytes(),
             batch_rows: default_batch_rows(),
             max_open_partitions: default_max_open_partitions(),
             zstd_level: default_zstd_level(),
@@ -627,6 +637,12 @@ impl Pipeline {
                 return Err(bad(
                     p("output.row_group_bytes"),
                     "must be at least 64 KiB".into(),
+                ));
+            }
+            if o.buffer_budget_bytes < o.row_group_bytes {
+                return Err(bad(
+                    p("output.buffer_budget_bytes"),
+                    "must be at least row_group_bytes".into(),
                 ));
             }
             if o.max_open_partitions == 0 {

@@ -7,9 +7,8 @@
 //! writes only the winners. Either way memory grows with distinct keys, never with row width.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,29 +29,12 @@ use crate::config::{InputFormat, TableConfig};
 use crate::secrets::HashKey;
 
 use super::decode::{Decoder, RawBatch, RawRec};
+use super::keyset::KeyTable;
 use super::plan::{OutKind, Plan};
 use super::values::{self, parse_json, parse_text, Val};
 use super::TransformError;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-/// Keys are already 128-bit hashes: use their low bits as the table hash.
-#[derive(Default)]
-struct IdentityHasher(u64);
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-type KeyBuild = BuildHasherDefault<IdentityHasher>;
 
 /// Row counts; they always balance: read = written + duplicates + quarantined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -123,9 +105,9 @@ impl RowError {
 
 enum Dedup {
     None,
-    First(HashSet<u128, KeyBuild>),
+    First(KeyTable<()>),
     /// key hash → (version, winning row number)
-    Latest(HashMap<u128, (i64, u64), KeyBuild>),
+    Latest(KeyTable<(i64, u64)>),
 }
 
 enum Pass {
@@ -136,8 +118,8 @@ enum Pass {
 pub(crate) fn run(job: &EngineJob<'_>, path: &Path) -> Result<EngineOutput, TransformError> {
     let mut dedup = match &job.table.dedup {
         None => Dedup::None,
-        Some(d) if d.order_by.is_none() => Dedup::First(HashSet::default()),
-        Some(_) => Dedup::Latest(HashMap::default()),
+        Some(d) if d.order_by.is_none() => Dedup::First(KeyTable::new()),
+        Some(_) => Dedup::Latest(KeyTable::new()),
     };
     if matches!(dedup, Dedup::Latest(_)) {
         let mut scan = Scan::new(job, Pass::Index)?;
@@ -200,6 +182,8 @@ struct Scan<'a> {
     row_no: u64,
     counts: Counts,
     key_buf: Vec<u8>,
+    /// Reused per row (no allocation on the hot path).
+    cell_null: Vec<bool>,
     mac: Option<HmacSha256>,
     parts: Partitions,
     quarantine: Option<BufWriter<File>>,
@@ -241,6 +225,7 @@ impl<'a> Scan<'a> {
             row_no: 0,
             counts: Counts::default(),
             key_buf: Vec::with_capacity(128),
+            cell_null: Vec::new(),
             mac,
             parts: Partitions::new(job)?,
             quarantine: None,
@@ -458,7 +443,9 @@ impl<'a> Scan<'a> {
             .collect();
         // Null tokens, size limits and JSON column parsing.
         let mut col_docs: Vec<Option<serde_json::Value>> = Vec::new();
-        let mut cell_null = vec![false; cells.len()];
+        let mut cell_null = std::mem::take(&mut self.cell_null);
+        cell_null.clear();
+        cell_null.resize(cells.len(), false);
         for (i, (inp, cell)) in plan.inputs.iter().zip(&cells).enumerate() {
             match cell {
                 Cell::Missing => cell_null[i] = true,
@@ -501,19 +488,6 @@ impl<'a> Scan<'a> {
                 col_docs.push(doc);
             }
         }
-        let json_index: Vec<usize> = {
-            let mut k = 0;
-            plan.inputs
-                .iter()
-                .map(|inp| {
-                    let here = k;
-                    if inp.is_json {
-                        k += 1;
-                    }
-                    here
-                })
-                .collect()
-        };
         // Typed values, one per slot.
         let mut vals: Vec<Val<'_>> = Vec::with_capacity(plan.slots.len());
         for slot in &plan.slots {
@@ -521,7 +495,7 @@ impl<'a> Scan<'a> {
             let v = if cell_null[slot.input] {
                 Val::Null
             } else if inp.is_json {
-                let doc = col_docs[json_index[slot.input]].as_ref();
+                let doc = col_docs[plan.inputs[slot.input].json_index].as_ref();
                 let mut cur = doc;
                 for p in &slot.json_path {
                     cur = cur.and_then(|c| c.get(p));
@@ -560,6 +534,7 @@ impl<'a> Scan<'a> {
             }
             vals.push(v);
         }
+        self.cell_null = cell_null;
         let (year, month) = match &vals[plan.partition_slot] {
             Val::Ts(us) => values::ts_year_month(*us),
             Val::Date(d) => {
@@ -583,7 +558,7 @@ impl<'a> Scan<'a> {
             let h = xxhash_rust::xxh3::xxh3_128(&self.key_buf);
             match (dedup, &self.pass) {
                 (Dedup::First(seen), _) => {
-                    if !seen.insert(h) {
+                    if seen.entry(h).1 {
                         return Ok(false);
                     }
                 }
@@ -593,7 +568,10 @@ impl<'a> Scan<'a> {
                         Some(Val::Date(d)) => i64::from(*d),
                         _ => i64::MIN,
                     };
-                    let e = map.entry(h).or_insert((version, row_no));
+                    let (e, present) = map.entry(h);
+                    if !present {
+                        *e = (version, row_no);
+                    }
                     // Ties go to the later row: a re-sent change supersedes the earlier copy.
                     if version >= e.0 {
                         *e = (version, row_no);
@@ -601,7 +579,7 @@ impl<'a> Scan<'a> {
                     return Ok(true);
                 }
                 (Dedup::Latest(map), Pass::Write) => {
-                    if map.get(&h).map(|w| w.1) != Some(row_no) {
+                    if map.get(h).map(|w| w.1) != Some(row_no) {
                         return Ok(false);
                     }
                 }
@@ -630,7 +608,12 @@ impl<'a> Scan<'a> {
                         })?;
                         m.update(&self.key_buf);
                         let digest = m.finalize().into_bytes();
-                        b.append(&Val::Str(Cow::Owned(hex::encode(digest))));
+                        let mut hex_buf = [0u8; 64];
+                        let hex_str = hex::encode_to_slice(digest, &mut hex_buf)
+                            .ok()
+                            .and_then(|()| std::str::from_utf8(&hex_buf).ok())
+                            .unwrap_or_default();
+                        b.append(&Val::Str(Cow::Borrowed(hex_str)));
                     }
                 },
                 OutKind::Year => match v {
@@ -782,12 +765,34 @@ fn canonical_bytes(v: &Val<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Decimal text of an integer without `core::fmt` (the hot path of hashing id columns).
+fn push_i64(x: i64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = x.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if x < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// The text a value is hashed as: what a user would type to look it up (`123`, `a@b.c`).
 fn canonical_text(v: &Val<'_>, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let _ = match v {
         Val::Null => Ok(()),
-        Val::I64(x) => write!(out, "{x}"),
+        Val::I64(x) => {
+            push_i64(*x, out);
+            Ok(())
+        }
         Val::F64(x) => write!(out, "{x}"),
         Val::Dec(x) => write!(out, "{x}"),
         Val::Bool(b) => write!(out, "{b}"),
@@ -813,6 +818,16 @@ fn canonical_text(v: &Val<'_>, out: &mut Vec<u8>) {
 }
 
 /// A CSV record written back as one CSV line (quoting where needed), for quarantine.
+#[cfg(test)]
+#[test]
+fn push_i64_matches_display() {
+    for x in [0i64, 7, -7, 10, 599_999_999, i64::MAX, i64::MIN] {
+        let mut v = Vec::new();
+        push_i64(x, &mut v);
+        assert_eq!(String::from_utf8(v).as_deref(), Ok(x.to_string().as_str()));
+    }
+}
+
 fn reencode_csv(batch: &RawBatch, rec: &RawRec, delim: u8, quote: u8) -> String {
     let mut out = Vec::with_capacity(rec.end - rec.start + rec.nfields * 3);
     for i in 0..rec.nfields {
@@ -930,6 +945,7 @@ struct Partitions {
     work_dir: PathBuf,
     target_file_bytes: u64,
     row_group_bytes: usize,
+    buffer_budget_bytes: usize,
     max_open: usize,
     map: HashMap<(i64, u32), PartState>,
     current: Option<(i64, u32)>,
@@ -947,7 +963,19 @@ impl Partitions {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-            .set_max_row_group_row_count(Some(1 << 20))
+            .set_max_row_group_row_count(Some(1 << 20));
+        // Keyed hashes are random: a dictionary never pays off and costs interning time.
+        let props = job
+            .plan
+            .outs
+            .iter()
+            .filter(|o| matches!(o.kind, OutKind::Hash))
+            .fold(props, |p, o| {
+                p.set_column_dictionary_enabled(
+                    parquet::schema::types::ColumnPath::from(o.name.as_str()),
+                    false,
+                )
+            })
             .build();
         Ok(Self {
             schema: job.plan.schema.clone(),
@@ -955,6 +983,7 @@ impl Partitions {
             work_dir: job.work_dir.to_path_buf(),
             target_file_bytes: o.target_file_size_bytes,
             row_group_bytes: o.row_group_bytes,
+            buffer_budget_bytes: o.buffer_budget_bytes,
             max_open: o.max_open_partitions,
             map: HashMap::new(),
             current: None,
@@ -1071,6 +1100,25 @@ impl Partitions {
         if roll {
             self.close_file(k)?;
         }
+        // All open partitions together stay within the buffer budget: when over, the largest
+        // row group in progress is flushed (writers hold about twice their encoded size).
+        let total: usize = self
+            .map
+            .values()
+            .filter_map(|p| p.writer.as_ref())
+            .map(|w| w.0.in_progress_size())
+            .sum();
+        if total > self.buffer_budget_bytes {
+            if let Some(w) = self
+                .map
+                .values_mut()
+                .filter_map(|p| p.writer.as_mut())
+                .max_by_key(|w| w.0.in_progress_size())
+            {
+                w.0.flush()
+                    .map_err(|e| TransformError::Parquet(e.to_string()))?;
+            }
+        }
         Ok(())
     }
 
@@ -1088,7 +1136,6 @@ impl Partitions {
             key: path.display().to_string(),
             source: e.into_error(),
         })?;
-        f.sync_all().ok();
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.files.push(LocalFile {
             path,

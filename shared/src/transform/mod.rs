@@ -12,6 +12,7 @@
 mod decode;
 mod engine;
 mod error;
+mod keyset;
 pub mod manifest;
 mod plan;
 mod values;

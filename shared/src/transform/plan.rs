@@ -29,6 +29,8 @@ pub(crate) struct Slot {
 pub(crate) struct Input {
     pub name: String,
     pub is_json: bool,
+    /// For JSON columns: index among the table's JSON columns (their parsed documents).
+    pub json_index: usize,
     pub null_tokens: Vec<Vec<u8>>,
     /// Trim strings (other types are always trimmed).
     pub trim: bool,
@@ -91,9 +93,11 @@ impl Plan {
             .collect();
         for c in &t.columns {
             let input = inputs.len();
+            let json_index = inputs.iter().filter(|i: &&Input| i.is_json).count();
             inputs.push(Input {
                 name: c.name.clone(),
                 is_json: c.ty == ColumnType::Json,
+                json_index,
                 null_tokens: c
                     .null_tokens
                     .as_ref()
