@@ -30,6 +30,37 @@ pub async fn suite(store: &dyn ObjectStore) {
     list_by_prefix(store, &base).await;
     put_small_file(store, &base).await;
     put_large_file(store, &base).await;
+    put_file_moving(store, &base).await;
+}
+
+async fn put_file_moving(store: &dyn ObjectStore, base: &str) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let key = format!("{base}/files/moved.parquet");
+    for body in [b"first".repeat(1000), b"second, longer".repeat(2000)] {
+        let src = dir.path().join("moved.parquet");
+        std::fs::write(&src, &body).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
+        let put = store
+            .put_file_moving(&key, &src)
+            .await
+            .unwrap_or_else(|e| panic!("put_file_moving {key}: {e}"));
+        let got = store
+            .get_bytes(&key)
+            .await
+            .unwrap_or_else(|e| panic!("get_bytes {key}: {e}"));
+        assert_eq!(
+            got.as_ref(),
+            body.as_slice(),
+            "put_file_moving {key}: content (overwrites too)"
+        );
+        let head = store
+            .head(&key)
+            .await
+            .unwrap_or_else(|e| panic!("head {key}: {e}"));
+        assert_eq!(
+            head.etag, put.etag,
+            "put_file_moving {key}: ETag differs from head"
+        );
+    }
 }
 
 /// A prefix no other run (in this process or another) uses.

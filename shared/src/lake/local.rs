@@ -141,6 +141,42 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn put_file_moving(&self, key: &str, src: &Path) -> Result<PutResult, LakeError> {
+        let path = self.path_of(key)?;
+        let key_owned = key.to_string();
+        let src_owned = src.to_path_buf();
+        let moved = blocking(key_owned.clone(), move || {
+            let dir = path
+                .parent()
+                .ok_or_else(|| bad_key(&key_owned, "key has no parent folder"))?;
+            fs::create_dir_all(dir).map_err(|source| io_err(&key_owned, source))?;
+            let file = File::options()
+                .write(true)
+                .open(&src_owned)
+                .map_err(|source| io_err(&key_owned, source))?;
+            stamp_mtime(&file).map_err(|source| io_err(&key_owned, source))?;
+            // Durable before it becomes visible, as `commit` does for staged writes.
+            file.sync_data()
+                .map_err(|source| io_err(&key_owned, source))?;
+            let _guard = COMMIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            match fs::rename(&src_owned, &path) {
+                Ok(()) => {
+                    let meta = fs::metadata(&path).map_err(|source| io_err(&key_owned, source))?;
+                    Ok(Some(PutResult {
+                        etag: etag_of(&meta),
+                    }))
+                }
+                // Another filesystem (EXDEV) or similar: fall back to the copying path.
+                Err(_) => Ok(None),
+            }
+        })
+        .await?;
+        match moved {
+            Some(r) => Ok(r),
+            None => self.put_file(key, src).await,
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), LakeError> {
         let path = self.path_of(key)?;
         let key = key.to_string();

@@ -73,6 +73,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// its part threshold, so a large Parquet file never has to sit in memory.
     async fn put_file(&self, key: &str, path: &Path) -> Result<PutResult, LakeError>;
 
+    /// Like `put_file`, for a file the caller no longer needs: the local store moves it into
+    /// place instead of copying it (when on the same filesystem). Default: `put_file`.
+    async fn put_file_moving(&self, key: &str, path: &Path) -> Result<PutResult, LakeError> {
+        self.put_file(key, path).await
+    }
+
     /// Deletes `key`. Deleting an absent key succeeds (re-delivered events stay harmless).
     async fn delete(&self, key: &str) -> Result<(), LakeError>;
 

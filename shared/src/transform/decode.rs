@@ -330,7 +330,8 @@ impl CsvDecoder {
         if self.batch.recs.is_empty() {
             return false;
         }
-        out.clear();
+        out.ends.clear();
+        out.recs.clear();
         // The record in progress (bytes after `rec_start`) moves to the front of the new buffer.
         let partial = self.rec_start..self.rec_start + self.rec_out;
         std::mem::swap(&mut self.batch, out);
@@ -338,7 +339,8 @@ impl CsvDecoder {
             self.batch.buf.resize(partial.len() + 64 * 1024, 0);
         }
         self.batch.buf[..partial.len()].copy_from_slice(&out.buf[partial.clone()]);
-        out.buf.truncate(partial.start);
+        // `out.buf` keeps its length: records are addressed by their offsets, and a buffer that
+        // keeps its length is not zeroed again when it comes back for the next batch.
         self.rec_start = 0;
         true
     }

@@ -184,6 +184,8 @@ struct Scan<'a> {
     key_buf: Vec<u8>,
     /// Reused per row (no allocation on the hot path).
     cell_null: Vec<bool>,
+    cells_store: Vec<Cell<'static>>,
+    vals_store: Vec<Val<'static>>,
     mac: Option<HmacSha256>,
     parts: Partitions,
     quarantine: Option<BufWriter<File>>,
@@ -226,6 +228,8 @@ impl<'a> Scan<'a> {
             counts: Counts::default(),
             key_buf: Vec::with_capacity(128),
             cell_null: Vec::new(),
+            cells_store: Vec::new(),
+            vals_store: Vec::new(),
             mac,
             parts: Partitions::new(job)?,
             quarantine: None,
@@ -419,28 +423,26 @@ impl<'a> Scan<'a> {
                 None
             }
         };
-        // Cells: raw text (CSV, or a JSON string) or a JSON value, per input column.
-        enum Cell<'c> {
-            Missing,
-            Text(&'c [u8]),
-            Json(&'c serde_json::Value),
-        }
-        let cells: Vec<Cell<'_>> = plan
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, inp)| match &row_doc {
-                Some(doc) => match doc.get(&inp.name) {
-                    None | Some(serde_json::Value::Null) => Cell::Missing,
-                    Some(serde_json::Value::String(s)) => Cell::Text(s.as_bytes()),
-                    Some(v) => Cell::Json(v),
-                },
-                None => match self.field_of_input.get(i).copied().flatten() {
-                    Some(j) => Cell::Text(batch.field(rec, j)),
-                    None => Cell::Missing,
-                },
-            })
-            .collect();
+        // Cells: raw text (CSV, or a JSON string) or a JSON value, per input column. The Vec's
+        // allocation is reused across rows (taken here, handed back below).
+        let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells_store);
+        cells.clear();
+        cells.extend(
+            plan.inputs
+                .iter()
+                .enumerate()
+                .map(|(i, inp)| match &row_doc {
+                    Some(doc) => match doc.get(&inp.name) {
+                        None | Some(serde_json::Value::Null) => Cell::Missing,
+                        Some(serde_json::Value::String(s)) => Cell::Text(s.as_bytes()),
+                        Some(v) => Cell::Json(v),
+                    },
+                    None => match self.field_of_input.get(i).copied().flatten() {
+                        Some(j) => Cell::Text(batch.field(rec, j)),
+                        None => Cell::Missing,
+                    },
+                }),
+        );
         // Null tokens, size limits and JSON column parsing.
         let mut col_docs: Vec<Option<serde_json::Value>> = Vec::new();
         let mut cell_null = std::mem::take(&mut self.cell_null);
@@ -489,7 +491,8 @@ impl<'a> Scan<'a> {
             }
         }
         // Typed values, one per slot.
-        let mut vals: Vec<Val<'_>> = Vec::with_capacity(plan.slots.len());
+        let mut vals: Vec<Val<'_>> = std::mem::take(&mut self.vals_store);
+        vals.clear();
         for slot in &plan.slots {
             let inp = &plan.inputs[slot.input];
             let v = if cell_null[slot.input] {
@@ -517,6 +520,7 @@ impl<'a> Scan<'a> {
             } else {
                 match &cells[slot.input] {
                     Cell::Text(b) => {
+                        let b = *b;
                         let b: &[u8] = if inp.trim { values::trim_ascii(b) } else { b };
                         parse_text(b, slot.ty, &plan.parse)
                             .map_err(|r| RowError::col(&slot.name, r))?
@@ -535,6 +539,7 @@ impl<'a> Scan<'a> {
             vals.push(v);
         }
         self.cell_null = cell_null;
+        self.cells_store = recycle_cells(cells);
         let (year, month) = match &vals[plan.partition_slot] {
             Val::Ts(us) => values::ts_year_month(*us),
             Val::Date(d) => {
@@ -651,7 +656,9 @@ impl<'a> Scan<'a> {
             }
         }
         part.rows += 1;
-        if part.rows >= self.job.table.output.batch_rows {
+        let flush = part.rows >= self.job.table.output.batch_rows;
+        self.vals_store = recycle_vals(vals);
+        if flush {
             self.parts.flush_current().map_err(|e| RowError {
                 column: None,
                 reason: e.to_string(),
@@ -763,6 +770,26 @@ fn canonical_bytes(v: &Val<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&d.to_le_bytes());
         }
     }
+}
+
+/// Cells or values of one row borrow from that row's batch; their empty Vecs go back into
+/// the scanner so the next row reuses the allocation (collecting an emptied `IntoIter` into a
+/// Vec of the same layout reuses the buffer).
+fn recycle_cells(mut v: Vec<Cell<'_>>) -> Vec<Cell<'static>> {
+    v.clear();
+    v.into_iter().map(|_| Cell::Missing).collect()
+}
+
+fn recycle_vals(mut v: Vec<Val<'_>>) -> Vec<Val<'static>> {
+    v.clear();
+    v.into_iter().map(|_| Val::Null).collect()
+}
+
+/// One input field of a row: text (CSV, or a JSON string), a JSON value, or nothing.
+enum Cell<'c> {
+    Missing,
+    Text(&'c [u8]),
+    Json(&'c serde_json::Value),
 }
 
 /// Decimal text of an integer without `core::fmt` (the hot path of hashing id columns).
@@ -964,17 +991,28 @@ impl Partitions {
             .set_compression(Compression::ZSTD(level))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .set_max_row_group_row_count(Some(1 << 20));
-        // Keyed hashes are random: a dictionary never pays off and costs interning time.
+        // Keyed hashes are random, and timestamps and floats are nearly unique per row: a
+        // dictionary never pays off there and costs interning time on every value.
         let props = job
             .plan
             .outs
             .iter()
-            .filter(|o| matches!(o.kind, OutKind::Hash))
+            .filter(|o| {
+                matches!(o.kind, OutKind::Hash)
+                    || matches!(o.data_type, DataType::Timestamp(_, _) | DataType::Float64)
+            })
             .fold(props, |p, o| {
-                p.set_column_dictionary_enabled(
-                    parquet::schema::types::ColumnPath::from(o.name.as_str()),
-                    false,
-                )
+                let path = parquet::schema::types::ColumnPath::from(o.name.as_str());
+                let p = p.set_column_dictionary_enabled(path.clone(), false);
+                if matches!(o.kind, OutKind::Hash) {
+                    // Min/max of random hex prune nothing; comparing every value costs time.
+                    p.set_column_statistics_enabled(
+                        path,
+                        parquet::file::properties::EnabledStatistics::None,
+                    )
+                } else {
+                    p
+                }
             })
             .build();
         Ok(Self {

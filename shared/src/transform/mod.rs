@@ -201,7 +201,7 @@ impl Transformer {
         let mut files = Vec::with_capacity(out.files.len());
         for f in &out.files {
             let k = layout.curated_key(&f.year, &f.month, f.part);
-            store.put_file(&k, &f.path).await?;
+            store.put_file_moving(&k, &f.path).await?;
             files.push(ManifestFile {
                 key: k,
                 year: f.year.clone(),
@@ -212,7 +212,7 @@ impl Transformer {
         }
         let quarantine_key = match &out.quarantine {
             Some(p) => {
-                store.put_file(&layout.quarantine_key, p).await?;
+                store.put_file_moving(&layout.quarantine_key, p).await?;
                 Some(layout.quarantine_key.clone())
             }
             None => {
