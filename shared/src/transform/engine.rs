@@ -991,8 +991,10 @@ impl Partitions {
             .set_compression(Compression::ZSTD(level))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .set_max_row_group_row_count(Some(1 << 20));
-        // Keyed hashes are random, and timestamps and floats are nearly unique per row: a
-        // dictionary never pays off there and costs interning time on every value.
+        // Keyed hashes are random, and numbers and timestamps from OLTP tables are mostly ids,
+        // amounts and instants, nearly unique per row: a dictionary rarely pays off there (ZSTD
+        // still catches repeats) and interning costs time on every value. Strings, dates and
+        // booleans keep dictionaries.
         let props = job
             .plan
             .outs

@@ -2,10 +2,10 @@
 //!
 //! Why not `HashMap`: it doubles on growth and keeps 16 bytes of key plus control bytes at a
 //! load that falls to under half after each doubling — about 40 bytes a key in practice. Here
-//! the table grows by half at 80% load (20–30 bytes a key for a set), and is split into 256
-//! shards by the hash's top bits so a resize never copies more than a sliver of the index.
+//! the table grows by half at 80% load (20–30 bytes a key for a set), and is split into 16
+//! shards by the hash's top bits so a resize copies a sixteenth of the index, not all of it.
 
-const SHARDS: usize = 256;
+const SHARDS: usize = 16;
 /// 80%: linear probing's probe count climbs steeply beyond it.
 const MAX_LOAD_NUM: usize = 4;
 const MAX_LOAD_DEN: usize = 5;
@@ -41,6 +41,7 @@ impl<V: Copy + Default> Shard<V> {
     fn grow(&mut self) {
         let new_cap = (self.keys.len() * 3 / 2).max(16);
         let old_keys = std::mem::replace(&mut self.keys, vec![0; new_cap]);
+        advise_huge_pages(&self.keys);
         let old_vals = std::mem::replace(&mut self.vals, vec![V::default(); new_cap]);
         for (k, v) in old_keys.into_iter().zip(old_vals) {
             if k != 0 {
@@ -64,6 +65,30 @@ impl<V: Copy + Default> Shard<V> {
         (&mut self.vals[i], found)
     }
 }
+
+/// Asks for transparent huge pages on a large table: probes land anywhere in it, and with 4 KiB
+/// pages nearly every probe would also miss the TLB.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(keys: &[u128]) {
+    let bytes = std::mem::size_of_val(keys);
+    if bytes < 4 << 20 {
+        return;
+    }
+    // Only the 2 MiB-aligned interior of the allocation can be backed by huge pages.
+    let start = keys.as_ptr() as usize;
+    let aligned = (start + (2 << 20) - 1) & !((2 << 20) - 1);
+    let len = (start + bytes).saturating_sub(aligned) & !((2 << 20) - 1);
+    if len > 0 {
+        // SAFETY: the range lies inside the live allocation `keys`; MADV_HUGEPAGE only
+        // changes how the kernel backs it, never its contents. Failure is harmless.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_keys: &[u128]) {}
 
 /// A map from 128-bit key hash to `V` (use `()` for a set).
 pub(crate) struct KeyTable<V> {
@@ -94,12 +119,12 @@ impl<V: Copy + Default> KeyTable<V> {
     /// The value for `h`, inserted as `V::default()` when absent; the flag says it was present.
     pub fn entry(&mut self, h: u128) -> (&mut V, bool) {
         let h = Self::norm(h);
-        self.shards[(h >> 120) as usize].entry(h)
+        self.shards[(h >> 124) as usize].entry(h)
     }
 
     pub fn get(&self, h: u128) -> Option<&V> {
         let h = Self::norm(h);
-        let s = &self.shards[(h >> 120) as usize];
+        let s = &self.shards[(h >> 124) as usize];
         if s.keys.is_empty() {
             return None;
         }
