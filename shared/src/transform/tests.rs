@@ -440,8 +440,22 @@ const CUSTOMERS: &str = include_str!("../../../examples/pipeline.toml");
 
 #[tokio::test]
 async fn jsonl_flattens_json_generalises_dates_and_drops_pii() {
+    // Same rows, same quarantine, whatever the batch size.
+    for batch in [1, 7, 8192] {
+        jsonl_case(batch).await;
+    }
+}
+
+async fn jsonl_case(batch: usize) {
     let l = lake();
-    let t = transformer(CUSTOMERS);
+    let t = transformer(&CUSTOMERS.replace(
+        "raw_prefix = \"raw/customers/\"",
+        &format!("raw_prefix = \"raw/customers/\"\noutput = {{ batch_rows = {batch} }}"),
+    ));
+    assert_eq!(
+        t.pipeline().table("customers").map(|c| c.output.batch_rows),
+        Some(batch)
+    );
     let body = concat!(
         r#"{"customer_id":1,"full_name":"Ann","email":"ann@x.org","date_of_birth":"1990-06-15","signup_date":"2020-06-14T09:00:00Z","loyalty_tier":"gold","lifetime_spend":"1234.50","address":{"street":"1 Main St","city":"Leeds","postcode":"LS1","geo":{"lat":53.8,"lon":-1.55},"tags":["a","b"]},"updated_at":"2024-01-01T00:00:00Z"}"#,
         "\n",
