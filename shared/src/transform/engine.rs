@@ -990,7 +990,10 @@ impl Partitions {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-            .set_max_row_group_row_count(Some(1 << 20));
+            .set_max_row_group_row_count(Some(1 << 20))
+            // Row-group (chunk) statistics are what Athena and Spark prune on; page-level
+            // statistics and the page index cost time on every page for little use there.
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk);
         // Keyed hashes are random, and numbers and timestamps from OLTP tables are mostly ids,
         // amounts and instants, nearly unique per row: a dictionary rarely pays off there (ZSTD
         // still catches repeats) and interning costs time on every value. Strings, dates and
