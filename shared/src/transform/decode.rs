@@ -266,9 +266,11 @@ impl CsvDecoder {
         self.total_bytes += nout as u64;
         if !self.oversize {
             self.rec_out += nout;
-            if self.rec_out > self.max_record_bytes {
+            // Field ends count too: a line of nothing but delimiters writes no bytes but one
+            // end offset per field.
+            if self.rec_out + self.rec_ends.len() > self.max_record_bytes {
                 self.oversize = true;
-                self.rec_out = self.max_record_bytes;
+                self.rec_out = self.rec_out.min(self.max_record_bytes);
                 self.rec_ends.clear();
             }
         } else {

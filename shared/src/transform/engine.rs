@@ -3,7 +3,7 @@
 //!
 //! Dedup without an ordering column keeps the first valid occurrence: one pass with a set of
 //! 128-bit key hashes. With an ordering column, pass 1 reads the object and remembers, per key
-//! hash, the winning version and row number (32 bytes a key); pass 2 reads it again and
+//! hash, the winning version and row number (a compact table, `keyset.rs`); pass 2 reads it again and
 //! writes only the winners. Either way memory grows with distinct keys, never with row width.
 
 use std::borrow::Cow;
@@ -185,6 +185,8 @@ struct Scan<'a> {
     /// Reused per row (no allocation on the hot path).
     cell_null: Vec<bool>,
     cells_store: Vec<Cell<'static>>,
+    /// A write error met while handling a row; `batch` returns it.
+    fatal: Option<TransformError>,
     vals_store: Vec<Val<'static>>,
     mac: Option<HmacSha256>,
     parts: Partitions,
@@ -229,6 +231,7 @@ impl<'a> Scan<'a> {
             key_buf: Vec::with_capacity(128),
             cell_null: Vec::new(),
             cells_store: Vec::new(),
+            fatal: None,
             vals_store: Vec::new(),
             mac,
             parts: Partitions::new(job)?,
@@ -296,6 +299,11 @@ impl<'a> Scan<'a> {
             self.row_no += 1;
             self.counts.rows_read += 1;
             let outcome = self.row(batch, rec, row_no, dedup);
+            // A write failure (disk full, Parquet error) stops the object: rows already
+            // buffered would otherwise be lost while counted as written.
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             match outcome {
                 Ok(true) => self.counts.rows_written += 1,
                 Ok(false) => self.counts.rows_duplicate += 1,
@@ -341,21 +349,23 @@ impl<'a> Scan<'a> {
         for (i, f) in self.field_of_input.iter().enumerate() {
             if f.is_none() {
                 let inp = &self.job.plan.inputs[i];
-                let required = self
-                    .job
-                    .plan
-                    .slots
-                    .iter()
-                    .any(|s| s.input == i && s.required)
-                    || self.job.plan.slots.iter().position(|s| s.input == i)
-                        == Some(self.job.plan.partition_slot);
+                let plan = self.job.plan;
+                let slot = plan.slots.iter().position(|s| s.input == i);
+                // Without its dedup key or ordering column an object would silently collapse
+                // distinct rows; without its partition column no row has a place.
+                let required = plan.slots.iter().any(|s| s.input == i && s.required)
+                    || slot == Some(plan.partition_slot)
+                    || slot
+                        .is_some_and(|s| plan.key_slots.contains(&s) || plan.order_slot == Some(s));
                 if required {
+                    // Only counts: a headerless file's first row would be data (maybe PII),
+                    // and this message reaches logs.
                     return Err(TransformError::Header {
                         key: key.to_string(),
                         message: format!(
-                            "the header lacks required column `{}` (header: {})",
+                            "the header lacks required column `{}` ({} header fields; is the header row missing?)",
                             inp.name,
-                            names.join(",")
+                            names.len()
                         ),
                     });
                 }
@@ -553,6 +563,20 @@ impl<'a> Scan<'a> {
                 ))
             }
         };
+        if !(1..=9999).contains(&year) {
+            return Err(RowError::col(
+                &plan.slots[plan.partition_slot].name,
+                format!("year {year} is outside 0001-9999"),
+            ));
+        }
+        if let Some(o) = plan.order_slot {
+            if matches!(vals[o], Val::Null) {
+                return Err(RowError::col(
+                    &plan.slots[o].name,
+                    "the dedup ordering value is missing, so the row's version is unknown".into(),
+                ));
+            }
+        }
         // Dedup.
         if !plan.key_slots.is_empty() {
             self.key_buf.clear();
@@ -594,10 +618,13 @@ impl<'a> Scan<'a> {
         if matches!(self.pass, Pass::Index) {
             return Ok(true);
         }
-        let part = self.parts.get(year, month).map_err(|e| RowError {
-            column: None,
-            reason: e.to_string(),
-        })?;
+        let part = match self.parts.get(year, month) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fatal = Some(e);
+                return Ok(true);
+            }
+        };
         for (o, b) in plan.outs.iter().zip(part.builders.iter_mut()) {
             let v = &vals[o.slot];
             match o.kind {
@@ -658,11 +685,17 @@ impl<'a> Scan<'a> {
         part.rows += 1;
         let flush = part.rows >= self.job.table.output.batch_rows;
         self.vals_store = recycle_vals(vals);
-        if flush {
-            self.parts.flush_current().map_err(|e| RowError {
-                column: None,
-                reason: e.to_string(),
-            })?;
+        self.parts.buffered += 1;
+        let res = if flush {
+            self.parts.flush_current()
+        } else if self.parts.buffered > self.job.table.output.batch_rows.saturating_mul(8) {
+            // Rows spread over many partitions: bound the builders by flushing the fullest.
+            self.parts.flush_largest()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = res {
+            self.fatal = Some(e);
         }
         Ok(true)
     }
@@ -979,6 +1012,8 @@ struct Partitions {
     tick: u64,
     files: Vec<LocalFile>,
     file_seq: u64,
+    /// Rows in builders across all partitions, not yet handed to a writer.
+    buffered: usize,
     dtypes: Vec<DataType>,
 }
 
@@ -1033,6 +1068,7 @@ impl Partitions {
             tick: 0,
             files: Vec::new(),
             file_seq: 0,
+            buffered: 0,
             dtypes: job.plan.outs.iter().map(|o| o.data_type.clone()).collect(),
         })
     }
@@ -1072,6 +1108,15 @@ impl Partitions {
         Ok(p)
     }
 
+    /// Writes the rows of the partition holding the most.
+    fn flush_largest(&mut self) -> Result<(), TransformError> {
+        let k = self.map.iter().max_by_key(|(_, p)| p.rows).map(|(k, _)| *k);
+        match k {
+            Some(k) => self.flush(k),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the current partition's buffered rows as a record batch.
     fn flush_current(&mut self) -> Result<(), TransformError> {
         if let Some(k) = self.current {
@@ -1107,6 +1152,7 @@ impl Partitions {
         }
         let cols: Vec<ArrayRef> = p.builders.iter_mut().map(ColBuilder::finish).collect();
         let n = p.rows as u64;
+        self.buffered = self.buffered.saturating_sub(p.rows);
         p.rows = 0;
         let batch = RecordBatch::try_new(schema.clone(), cols)
             .map_err(|e| TransformError::Internal(format!("record batch: {e}")))?;

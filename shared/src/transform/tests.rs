@@ -596,3 +596,96 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn rows_spread_over_many_partitions_all_land_with_bounded_builders() {
+    let mut csv = String::from("id,version,ts,Note,email\n");
+    for i in 0..2000 {
+        let m = i % 40;
+        csv.push_str(&format!(
+            "{i},1,{}-{:02}-10 00:00:00,n,e\n",
+            2020 + m / 12,
+            1 + m % 12
+        ));
+    }
+    for batch in [7, 8192] {
+        let l = lake();
+        put(&l, "raw/events/spread.csv", csv.as_bytes()).await;
+        let s = events(batch)
+            .transform_object(&l.store, &l.catalog, "raw/events/spread.csv", None)
+            .await
+            .expect("transform");
+        assert_eq!(s.counts.rows_written, 2000);
+        assert_eq!(s.partitions.len(), 40);
+        assert_eq!(
+            s.files.iter().map(|f| f.rows).sum::<u64>(),
+            2000,
+            "manifest rows match"
+        );
+        assert_eq!(rows(&l, "events").await.len(), 2000);
+        if batch == 8192 {
+            assert_eq!(
+                s.files.len(),
+                40,
+                "one file per partition when nothing forces a flush"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_dedup_key_column_fails_the_object_without_leaking_values() {
+    let l = lake();
+    let t = transformer(CUSTOMERS);
+    // The funnel header without user_session (a dedup key column): distinct rows would collapse.
+    put(&l, "raw/funnel/h.csv", b"event_time,event_type,product_id,category_id,category_code,brand,price,user_id\n2019-10-01 00:00:00 UTC,view,1,2,,,1.0,secret-user-42\n").await;
+    let err = t
+        .transform_object(&l.store, &l.catalog, "raw/funnel/h.csv", None)
+        .await
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("user_session") && msg.contains("8 header fields"),
+        "{msg}"
+    );
+    // A headerless file: its first row must not end up in the (logged) error message.
+    put(
+        &l,
+        "raw/funnel/noheader.csv",
+        b"2019-10-01 00:00:00 UTC,view,1,2,,,1.0,secret-user-42,sess\n",
+    )
+    .await;
+    let msg = t
+        .transform_object(&l.store, &l.catalog, "raw/funnel/noheader.csv", None)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(!msg.contains("secret-user-42"), "{msg}");
+}
+
+#[tokio::test]
+async fn missing_version_and_out_of_range_year_are_quarantined() {
+    let l = lake();
+    put(
+        &l,
+        "raw/events/v.csv",
+        b"id,version,ts,Note,email\n1,,2024-01-01,a,x\n2,1,0000-01-01,b,y\n3,1,2024-01-01,c,z\n",
+    )
+    .await;
+    let s = events(8192)
+        .transform_object(&l.store, &l.catalog, "raw/events/v.csv", None)
+        .await
+        .expect("transform");
+    assert_eq!(
+        s.counts,
+        Counts {
+            rows_read: 3,
+            rows_written: 1,
+            rows_duplicate: 0,
+            rows_quarantined: 2
+        }
+    );
+    let q = quarantine(&l, &s).await;
+    assert_eq!(q[0]["column"], "version");
+    assert_eq!(q[1]["column"], "ts");
+}

@@ -309,14 +309,9 @@ fn ymd(b: &[u8]) -> Option<i64> {
 }
 
 pub(crate) fn parse_date(b: &[u8]) -> Result<i32, String> {
-    // A timestamp in a date column keeps its (UTC) date: exports often write midnight times.
-    let day = ymd(b).or_else(|| {
-        if b.len() > 10 && matches!(b[10], b' ' | b'T') {
-            ymd(&b[..10])
-        } else {
-            None
-        }
-    });
+    // A timestamp in a date column keeps its UTC date (exports often write midnight times;
+    // one with an offset is converted first, as a timestamp column would be).
+    let day = ymd(b).or_else(|| fast_timestamp(b).map(|us| us.div_euclid(86_400_000_000)));
     match day {
         Some(d) => Ok(d as i32),
         None => Err(format!("`{}` is not a date (YYYY-MM-DD)", preview(b))),
@@ -361,17 +356,24 @@ pub(crate) fn parse_timestamp(b: &[u8], opts: &ParseOptions) -> Result<i64, Stri
             return epoch_to_us(v, opts.epoch_unit);
         }
     }
+    let in_range = |us: i64| -> Result<i64, String> {
+        if (MIN_TS_US..=MAX_TS_US).contains(&us) {
+            Ok(us)
+        } else {
+            Err(format!("`{}` is outside years 0001–9999", preview(b)))
+        }
+    };
     if let Ok(s) = std::str::from_utf8(b) {
         for f in &opts.timestamp_formats {
             if let Ok(dt) = chrono::DateTime::parse_from_str(s, f) {
-                return Ok(dt.timestamp_micros());
+                return in_range(dt.timestamp_micros());
             }
             if let Ok(ndt) = chrono::NaiveDateTime::parse_from_str(s, f) {
-                return Ok(ndt.and_utc().timestamp_micros());
+                return in_range(ndt.and_utc().timestamp_micros());
             }
             if let Ok(d) = chrono::NaiveDate::parse_from_str(s, f) {
                 if let Some(ndt) = d.and_hms_opt(0, 0, 0) {
-                    return Ok(ndt.and_utc().timestamp_micros());
+                    return in_range(ndt.and_utc().timestamp_micros());
                 }
             }
         }
@@ -479,6 +481,7 @@ mod tests {
         assert_eq!(ts("1569888000"), Ok(base));
         assert_eq!(ts("1569888000000"), Ok(base));
         assert_eq!(ts("01/10/2019 00:00"), Ok(base));
+        assert!(ts("01/10/0000 00:00").is_err());
         assert_eq!(ts("1969-12-31T23:59:59Z"), Ok(-1_000_000));
         for bad in [
             "2019-13-01 00:00:00",
@@ -527,6 +530,14 @@ mod tests {
         assert!(parse_bool(b"maybe").is_err());
         assert_eq!(parse_date(b"1970-01-02"), Ok(1));
         assert!(parse_date(b"1970-1-2").is_err());
+        assert_eq!(
+            parse_date(b"2024-01-31T23:30:00-05:00"),
+            parse_date(b"2024-02-01")
+        );
+        assert_eq!(
+            parse_date(b"2024-01-31 10:00:00"),
+            parse_date(b"2024-01-31")
+        );
     }
 
     proptest::proptest! {
