@@ -689,3 +689,42 @@ async fn missing_version_and_out_of_range_year_are_quarantined() {
     assert_eq!(q[0]["column"], "version");
     assert_eq!(q[1]["column"], "ts");
 }
+
+#[tokio::test]
+async fn files_roll_at_the_target_size() {
+    let text = EVENTS.replace("output = { batch_rows = BATCH }", "output = { batch_rows = 1024, target_file_size_bytes = 1048576, row_group_bytes = 65536, buffer_budget_bytes = 65536 }");
+    let t = transformer(&text);
+    let mut csv = String::from("id,version,ts,Note,email\n");
+    for i in 0..40_000 {
+        csv.push_str(&format!(
+            "{i},1,2024-05-{:02} 10:00:00,note {i},user{i}@example.org\n",
+            1 + i % 28
+        ));
+    }
+    let l = lake();
+    put(&l, "raw/events/big.csv", csv.as_bytes()).await;
+    let s = t
+        .transform_object(&l.store, &l.catalog, "raw/events/big.csv", None)
+        .await
+        .expect("transform");
+    assert_eq!(s.partitions.len(), 1);
+    assert!(
+        s.files.len() >= 2,
+        "rolled into several files: {:?}",
+        s.files
+    );
+    let parts: Vec<&str> = s
+        .files
+        .iter()
+        .map(|f| f.key.rsplit('-').next().unwrap_or(""))
+        .collect();
+    assert_eq!(parts[0], "00000.parquet");
+    assert_eq!(parts[1], "00001.parquet");
+    assert!(
+        s.files.iter().all(|f| f.bytes < 2 * 1024 * 1024),
+        "{:?}",
+        s.files
+    );
+    assert_eq!(s.files.iter().map(|f| f.rows).sum::<u64>(), 40_000);
+    assert_eq!(rows(&l, "events").await.len(), 40_000);
+}
