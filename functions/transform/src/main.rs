@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use sluice::catalog::GlueCatalog;
 use sluice::config::Pipeline;
+use sluice::lake::ObjectStore as _;
 use sluice::transform::Transformer;
 use sluice_transform::{handle, Deps};
 
@@ -45,24 +46,12 @@ async fn load_pipeline(s3: &aws_sdk_s3::Client, location: &str) -> Result<Pipeli
         let (bucket, key) = rest
             .split_once('/')
             .ok_or_else(|| format!("SLUICE_PIPELINE {location}: expected s3://BUCKET/KEY"))?;
-        let obj = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
+        // The lake's own S3 reader: same error mapping, no raw HTTP response in the message.
+        let store = sluice::lake::S3Store::new(s3.clone(), bucket);
+        let bytes = store
+            .get_bytes(key)
             .await
-            .map_err(|e| {
-                format!(
-                    "reading pipeline {location}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )
-            })?;
-        let bytes = obj
-            .body
-            .collect()
-            .await
-            .map_err(|e| format!("reading pipeline {location}: {e}"))?
-            .into_bytes();
+            .map_err(|e| format!("reading pipeline {location}: {e}"))?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| format!("pipeline {location} is not UTF-8"))?;
         Ok(Pipeline::parse(&text, location)?)
