@@ -107,7 +107,7 @@ run_timed() {
     RSS_MB=$((RSS_KB / 1024))
     CPU="${CPU%\%}"
     if [ "$name" = ours ]; then
-        ROWS_OUT="$(grep -o 'rows_out=[0-9]*' "$log" | tail -n 1 | cut -d= -f2 || true)"
+        ROWS_OUT="$(grep -oE 'rows_(out|written)=[0-9]*' "$log" | tail -n 1 | cut -d= -f2 || true)"
     else
         ROWS_OUT="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | tr -dc '0-9')"
     fi

@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 use sluice::config::Pipeline;
+use sluice::lake::PutMode;
 use sluice::transform::Transformer;
 
 use crate::BoxError;
@@ -14,8 +15,7 @@ use crate::BoxError;
 const EXAMPLE: &str = include_str!("../../examples/pipeline.toml");
 
 pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
-    std::fs::create_dir_all(dir.join("lake/raw/funnel"))?;
-    std::fs::create_dir_all(dir.join("lake/raw/customers"))?;
+    std::fs::create_dir_all(dir)?;
     // A fresh random key per demo directory; kept so re-runs hash the same way.
     let key_path = dir.join("hash.key");
     if !key_path.exists() {
@@ -27,21 +27,31 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
     let text = EXAMPLE.replace("secret = \"sluice/hash-key\"", "file = \"hash.key\"");
     std::fs::write(&pipeline_path, text)?;
 
-    let mut rng = StdRng::seed_from_u64(42);
-    std::fs::write(
-        dir.join("lake/raw/funnel/funnel-demo.csv"),
-        funnel_csv(&mut rng, rows),
-    )?;
-    std::fs::write(
-        dir.join("lake/raw/customers/customers-demo.jsonl"),
-        customers_jsonl(&mut rng, 500),
-    )?;
-
     let pipeline = Pipeline::from_path(&pipeline_path)?;
     let hash_key = sluice::secrets::load_hash_key(&pipeline, None, None).await?;
-    let t = Transformer::new(pipeline, hash_key)?;
     let lake = dir.join("lake");
     let (store, catalog) = crate::open_lake(&lake.to_string_lossy()).await?;
+
+    // The sample objects go where the pipeline says each table's raw objects live.
+    let raw_key = |table: &str, file: &str| -> Result<String, BoxError> {
+        let t = pipeline
+            .table(table)
+            .ok_or_else(|| format!("the example pipeline has no table {table}"))?;
+        Ok(format!("{}{file}", t.raw_prefix))
+    };
+    let funnel_key = raw_key("funnel", "funnel-demo.csv")?;
+    let customers_key = raw_key("customers", "customers-demo.jsonl")?;
+    let mut rng = StdRng::seed_from_u64(42);
+    let samples = [
+        (&funnel_key, funnel_csv(&mut rng, rows)),
+        (&customers_key, customers_jsonl(&mut rng, 500)),
+    ];
+    for (key, body) in samples {
+        store
+            .put(key, body.into_bytes().into(), PutMode::Overwrite)
+            .await?;
+    }
+    let t = Transformer::new(pipeline, hash_key)?;
 
     println!("Sluice demo: a local lake in {}", lake.display());
     println!();
@@ -50,10 +60,7 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
         "table", "rows in", "rows out", "dup", "quarantined", "partitions", "files"
     );
     let mut details = String::new();
-    for key in [
-        "raw/funnel/funnel-demo.csv",
-        "raw/customers/customers-demo.jsonl",
-    ] {
+    for key in [&funnel_key, &customers_key] {
         let s = t
             .transform_object(store.as_ref(), catalog.as_ref(), key, None)
             .await?;
@@ -80,8 +87,9 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
     println!();
     print!("{details}");
     println!(
-        "  Parquet under {}/curated/, catalog in {}/_catalog/catalog.json",
+        "  Parquet under {}/{}, catalog in {}/_catalog/catalog.json",
         lake.display(),
+        sluice::lake::layout::CURATED,
         lake.display()
     );
     println!("  Pipeline file: {}", pipeline_path.display());

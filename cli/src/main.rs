@@ -159,7 +159,7 @@ async fn transform(
 pub(crate) fn summary_line(s: &TransformSummary) -> String {
     let c = s.counts;
     format!(
-        "table={} key={} rows_read={} rows_out={} rows_duplicate={} rows_quarantined={} partitions={} files={} quarantine={} duration_ms={}",
+        "table={} key={} rows_read={} rows_written={} rows_duplicate={} rows_quarantined={} partitions={} files={} quarantine={} duration_ms={}",
         s.table,
         s.source_key,
         c.rows_read,

@@ -5,6 +5,8 @@ pub mod catalog;
 pub mod config;
 pub mod events;
 pub mod lake;
+pub mod lambda;
 pub mod metrics;
+pub mod schema;
 pub mod secrets;
 pub mod transform;

@@ -48,7 +48,7 @@ async fn env() -> Env {
     let glue = aws_sdk_glue::Client::new(&sdk);
     let deps = Deps {
         transformer,
-        s3: s3.clone(),
+        lakes: sluice::lake::Lakes::S3(s3.clone()),
         catalog: Arc::new(GlueCatalog::new(glue.clone())),
         emit_metrics: false,
     };
@@ -118,8 +118,10 @@ async fn curated_funnel(e: &Env) -> Vec<FunnelOut> {
     rows
 }
 
+/// Reads a manifest the way the loader will: with `sluice::lake::manifest` alone.
 async fn manifest(e: &Env, key: &str) -> Manifest {
-    serde_json::from_slice(&get_object(&e.s3, &e.bucket, key).await).expect("manifest JSON")
+    sluice::lake::manifest::Manifest::from_json(&get_object(&e.s3, &e.bucket, key).await, key)
+        .expect("manifest of the current version")
 }
 
 /// The Glue table's data columns and partition keys as `(name, type)`, and its location.
@@ -368,8 +370,50 @@ async fn funnel_csv_and_customers_jsonl_through_the_handler() {
     let m = manifest(&e, &p.manifest_key).await;
     assert_eq!(
         (m.version, m.table.as_str(), m.source_key.as_str()),
-        (1, "funnel", funnel_key)
+        (
+            sluice::lake::manifest::MANIFEST_VERSION,
+            "funnel",
+            funnel_key
+        )
     );
+    // The output columns in file order, as the catalog has them, with nullability.
+    let in_manifest: Vec<(String, String)> = m
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.glue_type.clone()))
+        .collect();
+    assert_eq!(
+        in_manifest, cols,
+        "manifest columns = Glue columns, in order"
+    );
+    let nullable: Vec<(&str, bool)> = m
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.nullable))
+        .collect();
+    assert_eq!(
+        nullable[0],
+        ("event_time", false),
+        "required → not nullable"
+    );
+    assert_eq!(nullable[7], ("user_id_hash", true));
+    // Every file's ETag is the one S3 reports for it.
+    for f in &m.files {
+        let h =
+            e.s3.head_object()
+                .bucket(&e.bucket)
+                .key(&f.key)
+                .send()
+                .await
+                .expect("HeadObject");
+        assert_eq!(
+            f.etag.as_deref(),
+            h.e_tag().map(|t| t.trim_matches('"')),
+            "{}",
+            f.key
+        );
+        assert!(f.etag.is_some(), "{}", f.key);
+    }
     assert_eq!(m.source_bytes, sample.csv.len() as u64);
     let head =
         e.s3.head_object()

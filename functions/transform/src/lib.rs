@@ -7,19 +7,21 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 
 use sluice::catalog::Catalog;
 use sluice::events::decode_s3_key;
-use sluice::lake::S3Store;
-use sluice::transform::{ErrorKind, Transformer};
+use sluice::lake::{layout, Lakes};
+use sluice::lambda::ErrorKind;
+pub use sluice::lambda::HandlerError;
+use sluice::transform::Transformer;
 
 /// Everything built once at init and borrowed by every invocation.
 pub struct Deps {
     pub transformer: Transformer,
-    pub s3: aws_sdk_s3::Client,
+    /// The object store for each bucket an event names (S3, or one fixed lake).
+    pub lakes: Lakes,
     pub catalog: Arc<dyn Catalog>,
     /// Print the EMF metrics line to stdout (CloudWatch turns it into metrics).
     pub emit_metrics: bool,
@@ -45,34 +47,8 @@ pub struct Processed {
     pub manifest_key: String,
 }
 
-/// The error the runtime reports: its type is what CloudWatch shows (`BadInput`,
-/// `Retryable`, `Internal`), its message names every failed object.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct HandlerError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Self {
-        let error_type = match e.kind {
-            ErrorKind::BadInput => "BadInput",
-            ErrorKind::Retryable => "Retryable",
-            ErrorKind::Internal => "Internal",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: e.message,
-        }
-    }
-}
-
 fn bad_event(message: String) -> HandlerError {
-    HandlerError {
-        kind: ErrorKind::BadInput,
-        message,
-    }
+    HandlerError::bad_input(message)
 }
 
 /// Handles one S3 notification event (or the `s3:TestEvent` S3 sends on set-up).
@@ -115,7 +91,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
             response.ignored.push(key);
             continue;
         }
-        if !key.starts_with("raw/") || key.ends_with('/') {
+        if !layout::is_raw_object(&key) {
             tracing::info!(
                 bucket,
                 key,
@@ -124,10 +100,16 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
             response.ignored.push(key);
             continue;
         }
-        let store = S3Store::new(deps.s3.clone(), bucket);
+        let store = match deps.lakes.for_bucket(bucket) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("record {i}: {e}"));
+                continue;
+            }
+        };
         match deps
             .transformer
-            .transform_object(&store, deps.catalog.as_ref(), &key, None)
+            .transform_object(store.as_ref(), deps.catalog.as_ref(), &key, None)
             .await
         {
             Ok(s) => {
@@ -148,13 +130,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
             }
             Err(e) => {
                 tracing::error!(bucket, key, error = %e, kind = ?e.kind(), "transform failed");
-                match e.kind() {
-                    ErrorKind::Retryable => worst = ErrorKind::Retryable,
-                    ErrorKind::Internal if worst != ErrorKind::Retryable => {
-                        worst = ErrorKind::Internal
-                    }
-                    _ => {}
-                }
+                worst = worst.worst(e.kind());
                 failures.push(format!("s3://{bucket}/{key}: {e}"));
             }
         }
@@ -162,14 +138,14 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
     if failures.is_empty() {
         Ok(response)
     } else {
-        Err(HandlerError {
-            kind: worst,
-            message: format!(
+        Err(HandlerError::new(
+            worst,
+            format!(
                 "{} of {} records failed: {}",
                 failures.len(),
                 records.len(),
                 failures.join("; ")
             ),
-        })
+        ))
     }
 }

@@ -2,35 +2,39 @@
 //! key, built once; a bad configuration fails the cold start with a clear message instead of
 //! failing every event.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
+use sluice::aws::Clients;
 use sluice::catalog::GlueCatalog;
-use sluice::config::Pipeline;
-use sluice::lake::ObjectStore as _;
+use sluice::lake::Lakes;
+use sluice::lambda::{init_tracing, lake_from_env, pipeline_from_env};
 use sluice::transform::Transformer;
 use sluice_transform::{handle, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let sdk = sluice::aws::sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(sluice::aws::s3_config(&sdk));
-
-    let location = std::env::var("SLUICE_PIPELINE")
-        .map_err(|_| "SLUICE_PIPELINE is not set: an s3:// URL or a path to the pipeline file")?;
-    let pipeline = load_pipeline(&s3, &location).await?;
-    let hash_key = sluice::secrets::load_hash_key(&pipeline, None, Some(&sdk)).await?;
+    init_tracing();
+    let clients = Clients::from_env().await;
+    let pipeline = pipeline_from_env(&clients).await?;
+    let hash_key = sluice::secrets::load_hash_key(&pipeline, None, Some(&clients.sdk)).await?;
     let transformer = Transformer::new(pipeline, hash_key)?;
-    let catalog = Arc::new(GlueCatalog::new(aws_sdk_glue::Client::new(&sdk)));
-    tracing::info!(pipeline = %location, tables = transformer.pipeline().tables.len(), "transform ready");
+    // S3 events name their bucket; SLUICE_LAKE, when set, pins the function to one lake.
+    let lakes = match lake_from_env(&clients).await? {
+        Some(store) => Lakes::Fixed(store),
+        None => Lakes::S3(clients.s3.clone()),
+    };
+    let catalog = Arc::new(GlueCatalog::new(clients.glue.clone()));
+    tracing::info!(
+        tables = transformer.pipeline().tables.len(),
+        "transform ready"
+    );
 
     let deps = Deps {
         transformer,
-        s3,
+        lakes,
         catalog,
         emit_metrics: true,
     };
@@ -39,23 +43,4 @@ async fn main() -> Result<(), Error> {
         handle(deps, event.payload).await
     }))
     .await
-}
-
-async fn load_pipeline(s3: &aws_sdk_s3::Client, location: &str) -> Result<Pipeline, Error> {
-    if let Some(rest) = location.strip_prefix("s3://") {
-        let (bucket, key) = rest
-            .split_once('/')
-            .ok_or_else(|| format!("SLUICE_PIPELINE {location}: expected s3://BUCKET/KEY"))?;
-        // The lake's own S3 reader: same error mapping, no raw HTTP response in the message.
-        let store = sluice::lake::S3Store::new(s3.clone(), bucket);
-        let bytes = store
-            .get_bytes(key)
-            .await
-            .map_err(|e| format!("reading pipeline {location}: {e}"))?;
-        let text = String::from_utf8(bytes.to_vec())
-            .map_err(|_| format!("pipeline {location} is not UTF-8"))?;
-        Ok(Pipeline::parse(&text, location)?)
-    } else {
-        Ok(Pipeline::from_path(Path::new(location))?)
-    }
 }

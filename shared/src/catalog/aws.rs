@@ -253,7 +253,7 @@ impl Catalog for GlueCatalog {
             let retryable = failed.iter().all(|err| {
                 err.error_detail()
                     .and_then(|d| d.error_code())
-                    .is_some_and(is_retryable_code)
+                    .is_some_and(crate::aws::is_retryable_code)
             });
             let shown: Vec<String> = failed
                 .iter()
@@ -428,20 +428,6 @@ fn projection_years(params: Option<&HashMap<String, String>>) -> Option<(i32, i3
     Some((first.trim().parse().ok()?, last.trim().parse().ok()?))
 }
 
-/// Glue error codes after which the same call may succeed.
-fn is_retryable_code(code: &str) -> bool {
-    matches!(
-        code,
-        "ThrottlingException"
-            | "Throttling"
-            | "InternalServiceException"
-            | "OperationTimeoutException"
-            | "ResourceNotReadyException"
-            | "FederationSourceRetryableException"
-            | "ConcurrentModificationException"
-    )
-}
-
 fn build_error(op: &'static str, target: &str, err: &BuildError) -> CatalogError {
     CatalogError::Service {
         op,
@@ -451,47 +437,17 @@ fn build_error(op: &'static str, target: &str, err: &BuildError) -> CatalogError
     }
 }
 
-/// An error and its causes, each by its `Display` (the SDK's `DisplayErrorContext` would add
-/// the `Debug` form, raw HTTP response included).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cause = e.source();
-    }
-    out
-}
-
-/// Turns an SDK error into `CatalogError::Service`, deciding retryability in one place:
-/// network failures, timeouts, throttling and 5xx are worth another try; the rest are not.
+/// Turns an SDK error into `CatalogError::Service` through the one classifier every client uses.
 fn service_error<E>(op: &'static str, target: &str, err: &SdkError<E>) -> CatalogError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code();
-    let retryable = match err {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        SdkError::ServiceError(_) => {
-            status.is_some_and(|s| s >= 500 || s == 429) || code.is_some_and(is_retryable_code)
-        }
-        _ => false,
-    };
-    let message = match (status, code) {
-        (Some(status), Some(code)) => format!(
-            "HTTP {status} {code}: {}",
-            err.message().unwrap_or("no message")
-        ),
-        _ => error_chain(err),
-    };
+    let f = crate::aws::classify(err);
     CatalogError::Service {
         op,
         target: target.to_string(),
-        message,
-        retryable,
+        message: f.message,
+        retryable: f.retryable,
     }
 }
 

@@ -86,7 +86,7 @@ impl S3Store {
                     bucket = %self.bucket,
                     key,
                     upload_id,
-                    error = %error_chain(&e),
+                    error = %crate::aws::error_chain(&e),
                     "could not abort failed multipart upload"
                 );
             }
@@ -163,6 +163,10 @@ impl S3Store {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    fn s3_bucket(&self) -> Option<&str> {
+        Some(&self.bucket)
+    }
+
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
     }
@@ -383,66 +387,22 @@ fn body_error(key: &str, err: &aws_sdk_s3::primitives::ByteStreamError) -> LakeE
     LakeError::Service {
         op: "GetObject",
         key: key.to_string(),
-        message: format!("reading the body failed: {}", error_chain(err)),
+        message: format!("reading the body failed: {}", crate::aws::error_chain(err)),
         retryable: true,
     }
 }
 
-/// An error and its causes, each by its `Display`. Unlike the SDK's `DisplayErrorContext`
-/// this never prints the `Debug` form, which holds the raw HTTP response, body included.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cause = e.source();
-    }
-    out
-}
-
-/// Turns an SDK error into `LakeError::Service`, deciding retryability in one place: network
-/// failures, timeouts, throttling and 5xx are worth another try; 4xx are not. The message has
-/// the HTTP status, S3's error code and message (never a request or response body).
+/// Turns an SDK error into `LakeError::Service` through the one classifier every client uses.
 fn service_error<E>(op: &'static str, key: &str, err: &SdkError<E>) -> LakeError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code();
-    let retryable = match err {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        SdkError::ServiceError(_) => {
-            status.is_some_and(|s| s >= 500 || s == 429)
-                || matches!(
-                    code,
-                    Some(
-                        "SlowDown"
-                            | "Throttling"
-                            | "ThrottlingException"
-                            | "RequestTimeout"
-                            | "InternalError"
-                    )
-                )
-        }
-        _ => false,
-    };
-    let message = match (status, code) {
-        (Some(status), Some(code)) => {
-            format!(
-                "HTTP {status} {code}: {}",
-                err.message().unwrap_or("no message")
-            )
-        }
-        (Some(status), None) => format!("HTTP {status}: {}", error_chain(err)),
-        _ => error_chain(err),
-    };
+    let f = crate::aws::classify(err);
     LakeError::Service {
         op,
         key: key.to_string(),
-        message,
-        retryable,
+        message: f.message,
+        retryable: f.retryable,
     }
 }
 

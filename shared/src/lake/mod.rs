@@ -7,9 +7,13 @@
 //! sees a half-written object. `conformance::suite` runs against both implementations.
 
 mod aws;
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod error;
+pub mod layout;
 mod local;
+pub mod manifest;
+pub mod quarantine;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +93,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None
     }
+
+    /// The S3 bucket behind the store; `None` for a local lake.
+    fn s3_bucket(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Opens a lake from a URL: `s3://bucket` (AWS, honouring `AWS_ENDPOINT_URL`) or a local
@@ -97,23 +106,62 @@ pub async fn open(
     url: &str,
     sdk: Option<&aws_config::SdkConfig>,
 ) -> Result<Arc<dyn ObjectStore>, LakeError> {
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let bucket = rest.trim_end_matches('/');
-        if bucket.is_empty() || bucket.contains('/') {
-            return Err(LakeError::BadUrl {
-                url: url.to_string(),
-                reason: "expected s3://BUCKET (a lake is a whole bucket)".into(),
-            });
-        }
+    if url.starts_with("s3://") {
         let config = match sdk {
             Some(c) => c.clone(),
             None => crate::aws::sdk_config().await,
         };
-        Ok(Arc::new(S3Store::new(
-            aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config)),
-            bucket,
-        )))
+        let client = aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config));
+        open_with_client(url, &client)
     } else {
         Ok(Arc::new(LocalStore::new(url)?))
+    }
+}
+
+/// Like [`open`], with an S3 client built once at start-up.
+pub fn open_with_client(
+    url: &str,
+    s3: &aws_sdk_s3::Client,
+) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Ok(Arc::new(LocalStore::new(url)?));
+    };
+    let bucket = rest.trim_end_matches('/');
+    if bucket.is_empty() || bucket.contains('/') {
+        return Err(LakeError::BadUrl {
+            url: url.to_string(),
+            reason: "expected s3://BUCKET (a lake is a whole bucket)".into(),
+        });
+    }
+    Ok(Arc::new(S3Store::new(s3.clone(), bucket)))
+}
+
+/// The stores that buckets named in S3 events lead to. A deployed function takes any bucket
+/// its notifications come from through one S3 client; a fixed lake (`SLUICE_LAKE`, or a local
+/// directory in tests and `sluice` runs) takes events for its own bucket only.
+#[derive(Debug, Clone)]
+pub enum Lakes {
+    /// Any bucket, through this client.
+    S3(aws_sdk_s3::Client),
+    /// One store. An S3 store refuses events naming another bucket; a local store takes any
+    /// bucket name (it stands in for the bucket).
+    Fixed(Arc<dyn ObjectStore>),
+}
+
+impl Lakes {
+    /// The store for `bucket`.
+    pub fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, LakeError> {
+        match self {
+            Lakes::S3(client) => Ok(Arc::new(S3Store::new(client.clone(), bucket))),
+            Lakes::Fixed(store) => match store.s3_bucket() {
+                Some(own) if own != bucket => Err(LakeError::BadUrl {
+                    url: format!("s3://{bucket}"),
+                    reason: format!(
+                        "the event names bucket {bucket}, but this function's lake is s3://{own}"
+                    ),
+                }),
+                _ => Ok(store.clone()),
+            },
+        }
     }
 }

@@ -43,9 +43,13 @@ impl HashKey {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| SecretError::Fetch {
-                secret_id: secret_id.to_string(),
-                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+            .map_err(|e| {
+                let f = crate::aws::classify(&e);
+                SecretError::Fetch {
+                    secret_id: secret_id.to_string(),
+                    message: f.message,
+                    retryable: f.retryable,
+                }
             })?;
         let bytes = match (out.secret_string(), out.secret_binary()) {
             (Some(s), _) => s.as_bytes().to_vec(),
@@ -75,11 +79,28 @@ pub enum SecretError {
     #[error("cannot read hash key file {path}: {message}")]
     File { path: String, message: String },
     #[error("cannot read secret {secret_id} from Secrets Manager: {message}")]
-    Fetch { secret_id: String, message: String },
+    Fetch {
+        secret_id: String,
+        message: String,
+        retryable: bool,
+    },
     #[error("secret {secret_id} has neither SecretString nor SecretBinary")]
     Empty { secret_id: String },
     #[error("the pipeline hashes PII columns but no hash key is configured: set [hash_key] secret or file, or pass --hash-key-file")]
     Missing,
+}
+
+impl SecretError {
+    /// Whether trying again may succeed (throttling, a network failure).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SecretError::Fetch {
+                retryable: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Loads the hash key the pipeline names: `override_file` first (CLI flag), then the

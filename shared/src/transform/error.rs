@@ -2,6 +2,7 @@ use thiserror::Error;
 
 use crate::catalog::CatalogError;
 use crate::lake::LakeError;
+pub use crate::lambda::ErrorKind;
 
 /// Errors of a transform run. `kind()` tells the Lambda edge (and retries) what to do.
 #[derive(Debug, Error)]
@@ -45,17 +46,6 @@ impl From<CatalogError> for TransformError {
     fn from(e: CatalogError) -> Self {
         TransformError::Catalog(Box::new(e))
     }
-}
-
-/// What the caller does about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Bad input or config: retrying the same event fails the same way.
-    BadInput,
-    /// Throttling, a timeout, a concurrent update: a retry may succeed.
-    Retryable,
-    /// Anything else.
-    Internal,
 }
 
 impl TransformError {

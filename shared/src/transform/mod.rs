@@ -13,7 +13,6 @@ mod decode;
 mod engine;
 mod error;
 mod keyset;
-pub mod manifest;
 mod plan;
 mod values;
 
@@ -26,12 +25,20 @@ use bytes::Bytes;
 
 use crate::catalog::{Catalog, CatalogError, PartitionSpec};
 use crate::config::{Pipeline, TableConfig};
+use crate::lake::layout::{self, ObjectKeys};
+use crate::lake::manifest::{self, RowCounts};
+use crate::lake::quarantine::QuarantineRecord;
 use crate::lake::{LakeError, ObjectStore, PutMode};
+use crate::metrics::Emf;
 use crate::secrets::HashKey;
 
-pub use engine::Counts;
+/// Row counts of one object (the manifest's type: the counts the loader reconciles).
+pub use crate::lake::manifest::RowCounts as Counts;
+pub use crate::lake::manifest::{Manifest, ManifestFile};
 pub use error::{ErrorKind, TransformError};
-pub use manifest::{Manifest, ManifestFile};
+
+/// The lake keys of one source object (the rule lives in `lake::layout`).
+pub type Layout = ObjectKeys;
 
 /// Progress callback: bytes of the source read so far (increments).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -42,7 +49,7 @@ pub struct TransformSummary {
     pub table: String,
     pub source_key: String,
     pub source_bytes: u64,
-    pub counts: Counts,
+    pub counts: RowCounts,
     pub files: Vec<ManifestFile>,
     /// Distinct (year, month) partitions written.
     pub partitions: Vec<(String, String)>,
@@ -62,7 +69,18 @@ pub struct TransformSummary {
 impl TransformSummary {
     /// One CloudWatch Embedded Metric Format line for the object.
     pub fn emf_line(&self) -> String {
-        crate::metrics::transform_emf(self)
+        let c = &self.counts;
+        Emf::new("transform")
+            .dimension("Table", &self.table)
+            .property("SourceKey", self.source_key.as_str())
+            .count("RowsRead", c.rows_read)
+            .count("RowsWritten", c.rows_written)
+            .count("RowsDuplicate", c.rows_duplicate)
+            .count("RowsQuarantined", c.rows_quarantined)
+            .bytes("SourceBytes", self.source_bytes)
+            .count("FilesWritten", self.files.len() as u64)
+            .millis("DurationMs", self.duration_ms)
+            .line()
     }
 }
 
@@ -125,7 +143,7 @@ impl Transformer {
             .get(&table.name)
             .cloned()
             .ok_or_else(|| TransformError::Internal("plan missing".into()))?;
-        let layout = Layout::new(&table.name, key);
+        let layout = ObjectKeys::new(&table.name, key);
 
         let work = tempfile::Builder::new()
             .prefix("sluice-transform-")
@@ -144,20 +162,22 @@ impl Transformer {
         };
 
         // 1. Catalog first: an incompatible schema stops before any file is written.
-        let def = plan.table_def(table, store.url(&format!("curated/{}/", table.name)));
+        let def = plan.table_def(table, store.url(&layout::curated_prefix(&table.name)));
         let ensured = match catalog.ensure_table(&def).await {
             Ok(o) => o,
             Err(e @ CatalogError::Incompatible { .. }) => {
-                let record = serde_json::json!({
-                    "object": key, "line": 0, "column": incompatible_column(&e), "reason": e.to_string(), "raw": "",
-                });
-                let mut body = serde_json::to_vec(&record)
-                    .map_err(|e| TransformError::Internal(e.to_string()))?;
-                body.push(b'\n');
+                let record = QuarantineRecord {
+                    object: key.to_string(),
+                    line: 0,
+                    column: incompatible_column(&e),
+                    reason: e.to_string(),
+                    raw: String::new(),
+                    raw_truncated: false,
+                };
                 store
                     .put(
                         &layout.quarantine_key,
-                        Bytes::from(body),
+                        Bytes::from(record.to_json_line()),
                         PutMode::Overwrite,
                     )
                     .await?;
@@ -201,13 +221,14 @@ impl Transformer {
         let mut files = Vec::with_capacity(out.files.len());
         for f in &out.files {
             let k = layout.curated_key(&f.year, &f.month, f.part);
-            store.put_file_moving(&k, &f.path).await?;
+            let put = store.put_file_moving(&k, &f.path).await?;
             files.push(ManifestFile {
                 key: k,
                 year: f.year.clone(),
                 month: f.month.clone(),
                 rows: f.rows,
                 bytes: f.bytes,
+                etag: put.etag,
             });
         }
         let quarantine_key = match &out.quarantine {
@@ -225,7 +246,7 @@ impl Transformer {
         // 3. Stale files of a previous run of this key.
         let mut stale_files_deleted = 0;
         match store.get_bytes(&layout.manifest_key).await {
-            Ok(b) => match serde_json::from_slice::<Manifest>(&b) {
+            Ok(b) => match Manifest::from_json(&b, &layout.manifest_key) {
                 Ok(prev) => {
                     let now: BTreeSet<&str> = files.iter().map(|f| f.key.as_str()).collect();
                     for f in prev.files.iter().filter(|f| !now.contains(f.key.as_str())) {
@@ -252,33 +273,43 @@ impl Transformer {
             .iter()
             .map(|(y, m)| PartitionSpec {
                 values: vec![y.clone(), m.clone()],
-                location: store.url(&format!("curated/{}/year={y}/month={m}/", table.name)),
+                location: store.url(&layout::partition_prefix(&table.name, y, m)),
             })
             .collect();
         catalog.add_partitions(&def, &specs).await?;
 
         // 5. The manifest, last.
+        let c = out.counts;
+        let counts = RowCounts {
+            rows_read: c.rows_read,
+            rows_written: c.rows_written,
+            rows_duplicate: c.rows_duplicate,
+            rows_quarantined: c.rows_quarantined,
+        };
         let manifest = Manifest {
             version: manifest::MANIFEST_VERSION,
             table: table.name.clone(),
             source_key: key.to_string(),
             source_etag: meta.etag.clone(),
             source_bytes: meta.size_bytes,
+            columns: crate::schema::manifest_columns(&plan.columns),
             files: files.clone(),
-            counts: out.counts,
+            counts,
             quarantine_key: quarantine_key.clone(),
         };
-        let body = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| TransformError::Internal(e.to_string()))?;
         store
-            .put(&layout.manifest_key, Bytes::from(body), PutMode::Overwrite)
+            .put(
+                &layout.manifest_key,
+                Bytes::from(manifest.to_json()),
+                PutMode::Overwrite,
+            )
             .await?;
 
         let summary = TransformSummary {
             table: table.name.clone(),
             source_key: key.to_string(),
             source_bytes: meta.size_bytes,
-            counts: out.counts,
+            counts,
             files,
             partitions,
             manifest_key: layout.manifest_key,
@@ -313,54 +344,6 @@ fn incompatible_column(e: &CatalogError) -> Option<String> {
     match e {
         CatalogError::Incompatible { column, .. } => Some(column.clone()),
         _ => None,
-    }
-}
-
-/// The lake keys one source object maps to. Deterministic: the same key always gives the
-/// same names, so a re-delivered event overwrites instead of duplicating.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    table: String,
-    stem: String,
-    hash: String,
-    pub manifest_key: String,
-    pub quarantine_key: String,
-}
-
-impl Layout {
-    pub fn new(table: &str, source_key: &str) -> Self {
-        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(source_key.as_bytes()));
-        let name = source_key.rsplit('/').next().unwrap_or(source_key);
-        let base = name.split('.').next().unwrap_or(name);
-        let mut stem: String = base
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(40)
-            .collect();
-        if stem.is_empty() {
-            stem.push_str("object");
-        }
-        Self {
-            manifest_key: format!("manifests/{table}/{hash}.json"),
-            quarantine_key: format!("quarantine/{table}/{hash}.jsonl"),
-            table: table.to_string(),
-            stem,
-            hash,
-        }
-    }
-
-    /// `curated/<table>/year=YYYY/month=MM/<stem>-<hash>-<part>.parquet`
-    pub fn curated_key(&self, year: &str, month: &str, part: u32) -> String {
-        format!(
-            "curated/{}/year={year}/month={month}/{}-{}-{part:05}.parquet",
-            self.table, self.stem, self.hash
-        )
     }
 }
 

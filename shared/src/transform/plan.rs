@@ -2,12 +2,12 @@
 //! column, one per extracted JSON field), output columns (after PII rules), the Arrow schema
 //! and the catalog definition.
 
-use std::sync::Arc;
-
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::catalog::{CatalogColumn, TableDef};
-use crate::config::{snake_case, ColumnType, PiiAction, PiiRule, TableConfig};
+use crate::config::{snake_case, ColumnType, TableConfig};
+use crate::lake::layout::PARTITION_KEYS;
+use crate::schema::{self, Derive, OutputColumn};
 
 use super::values::ParseOptions;
 
@@ -60,6 +60,8 @@ pub(crate) struct Plan {
     pub inputs: Vec<Input>,
     pub slots: Vec<Slot>,
     pub outs: Vec<Out>,
+    /// The output schema the outputs were compiled from (names, types, nullability).
+    pub columns: Vec<OutputColumn>,
     pub key_slots: Vec<usize>,
     pub order_slot: Option<usize>,
     pub partition_slot: usize,
@@ -67,67 +69,12 @@ pub(crate) struct Plan {
     pub parse: ParseOptions,
 }
 
-pub(crate) fn arrow_type(ty: ColumnType) -> DataType {
-    match ty {
-        ColumnType::Int => DataType::Int64,
-        ColumnType::Float => DataType::Float64,
-        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-        ColumnType::Bool => DataType::Boolean,
-        ColumnType::String | ColumnType::Json => DataType::Utf8,
-        ColumnType::Binary => DataType::Binary,
-        ColumnType::Date => DataType::Date32,
-        // Microseconds with the UTC logical type: nanoseconds and INT96 read wrong in Athena/Spark.
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    }
-}
-
 impl Plan {
+    /// Compiles a table: value slots from the declared columns, outputs from the one output
+    /// schema (`crate::schema`), so the plan and every reader of the schema agree.
     pub fn compile(t: &TableConfig) -> Result<Plan, String> {
-        let mut inputs = Vec::new();
-        let mut slots = Vec::new();
-        let mut rules: Vec<Option<PiiRule>> = Vec::new();
-        let table_tokens: Vec<Vec<u8>> = t
-            .null_tokens
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
-        for c in &t.columns {
-            let input = inputs.len();
-            let json_index = inputs.iter().filter(|i: &&Input| i.is_json).count();
-            inputs.push(Input {
-                name: c.name.clone(),
-                is_json: c.ty == ColumnType::Json,
-                json_index,
-                null_tokens: c
-                    .null_tokens
-                    .as_ref()
-                    .map(|v| v.iter().map(|s| s.as_bytes().to_vec()).collect())
-                    .unwrap_or_else(|| table_tokens.clone()),
-                trim: t.trim,
-            });
-            let base = c.output_name();
-            if c.ty == ColumnType::Json {
-                for f in &c.fields {
-                    slots.push(Slot {
-                        input,
-                        json_path: f.path.split('.').map(String::from).collect(),
-                        ty: f.ty,
-                        required: f.required,
-                        name: format!("{base}_{}", snake_case(&f.path)),
-                    });
-                    rules.push(f.pii.clone());
-                }
-            } else {
-                slots.push(Slot {
-                    input,
-                    json_path: Vec::new(),
-                    ty: c.ty,
-                    required: c.required,
-                    name: base,
-                });
-                rules.push(c.pii.clone());
-            }
-        }
+        let (inputs, slots, slot_of) = inputs_and_slots(t);
+        let columns = schema::output_columns(t)?;
         let slot_of_input = |name: &str| -> Result<usize, String> {
             let i = inputs
                 .iter()
@@ -138,56 +85,26 @@ impl Plan {
                 .position(|s| s.input == i && s.json_path.is_empty())
                 .ok_or_else(|| format!("`{name}` is a json column"))
         };
-        let mut outs = Vec::new();
-        for (i, (slot, rule)) in slots.iter().zip(&rules).enumerate() {
-            let plain = |name: String, ty: ColumnType, kind| Out {
-                name,
-                slot: i,
-                kind,
-                data_type: arrow_type(ty),
-                glue_type: ty.glue_type(),
+        let mut outs = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let slot = slot_of(c.origin.column, c.origin.field)
+                .ok_or_else(|| format!("output column `{}` has no input value", c.name))?;
+            let kind = match &c.origin.derive {
+                Derive::Value => OutKind::Plain,
+                Derive::Hash => OutKind::Hash,
+                Derive::Year => OutKind::Year,
+                Derive::AgeBand { as_of, band_years } => OutKind::AgeBand {
+                    as_of_slot: slot_of_input(as_of)?,
+                    band_years: *band_years,
+                },
             };
-            match rule.as_ref().map(|r| r.action) {
-                None => outs.push(plain(slot.name.clone(), slot.ty, OutKind::Plain)),
-                Some(PiiAction::Drop) => {}
-                Some(PiiAction::Hash) => outs.push(plain(
-                    format!("{}_hash", slot.name),
-                    ColumnType::String,
-                    OutKind::Hash,
-                )),
-                Some(PiiAction::Year) => outs.push(plain(
-                    format!("{}_year", slot.name),
-                    ColumnType::Int,
-                    OutKind::Year,
-                )),
-                Some(PiiAction::AgeBand) => {
-                    let r = rule.as_ref().ok_or("age_band rule missing")?;
-                    let as_of = r.as_of.as_deref().ok_or("age_band needs as_of")?;
-                    outs.push(plain(
-                        format!("{}_age_band", slot.name),
-                        ColumnType::String,
-                        OutKind::AgeBand {
-                            as_of_slot: slot_of_input(as_of)?,
-                            band_years: r.band_years.unwrap_or(10),
-                        },
-                    ));
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for o in &outs {
-            if !seen.insert(o.name.as_str()) {
-                return Err(format!(
-                    "two output columns are both named `{}` (use `rename`)",
-                    o.name
-                ));
-            }
-            if o.name == "year" || o.name == "month" {
-                return Err(format!(
-                    "output column `{}` clashes with a partition key (use `rename`)",
-                    o.name
-                ));
-            }
+            outs.push(Out {
+                name: c.name.clone(),
+                slot,
+                kind,
+                data_type: c.arrow_type.clone(),
+                glue_type: c.glue_type.clone(),
+            });
         }
         let key_slots = match &t.dedup {
             Some(d) => d
@@ -202,19 +119,15 @@ impl Plan {
             None => None,
         };
         let partition_slot = slot_of_input(&t.partition_by)?;
-        let schema = Arc::new(Schema::new(
-            outs.iter()
-                .map(|o| Field::new(&o.name, o.data_type.clone(), true))
-                .collect::<Vec<_>>(),
-        ));
         Ok(Plan {
             inputs,
             slots,
             outs,
+            schema: schema::arrow_schema(&columns),
+            columns,
             key_slots,
             order_slot,
             partition_slot,
-            schema,
             parse: ParseOptions {
                 epoch_unit: t.epoch_unit,
                 timestamp_formats: t.timestamp_formats.clone(),
@@ -236,8 +149,69 @@ impl Plan {
                     glue_type: o.glue_type.clone(),
                 })
                 .collect(),
-            partition_keys: vec!["year".into(), "month".into()],
+            partition_keys: PARTITION_KEYS.iter().map(|k| k.to_string()).collect(),
             projection_years: t.catalog.partition_projection_years.map(|[a, b]| (a, b)),
         }
     }
+}
+
+/// The slot of a (column, JSON field) pair: plain columns have one slot, JSON columns one per
+/// extracted field.
+type SlotOf = Box<dyn Fn(usize, Option<usize>) -> Option<usize>>;
+
+/// Input columns (one per declared column) and value slots (one per plain column, one per
+/// extracted JSON field), in declaration order.
+fn inputs_and_slots(t: &TableConfig) -> (Vec<Input>, Vec<Slot>, SlotOf) {
+    let table_tokens: Vec<Vec<u8>> = t
+        .null_tokens
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let mut inputs: Vec<Input> = Vec::new();
+    let mut slots = Vec::new();
+    // (column index, field index) of each slot.
+    let mut origin_of_slot: Vec<(usize, Option<usize>)> = Vec::new();
+    for (ci, c) in t.columns.iter().enumerate() {
+        let input = inputs.len();
+        let json_index = inputs.iter().filter(|i| i.is_json).count();
+        inputs.push(Input {
+            name: c.name.clone(),
+            is_json: c.ty == ColumnType::Json,
+            json_index,
+            null_tokens: c
+                .null_tokens
+                .as_ref()
+                .map(|v| v.iter().map(|s| s.as_bytes().to_vec()).collect())
+                .unwrap_or_else(|| table_tokens.clone()),
+            trim: t.trim,
+        });
+        let base = c.output_name();
+        if c.ty == ColumnType::Json {
+            for (fi, f) in c.fields.iter().enumerate() {
+                slots.push(Slot {
+                    input,
+                    json_path: f.path.split('.').map(String::from).collect(),
+                    ty: f.ty,
+                    required: f.required,
+                    name: format!("{base}_{}", snake_case(&f.path)),
+                });
+                origin_of_slot.push((ci, Some(fi)));
+            }
+        } else {
+            slots.push(Slot {
+                input,
+                json_path: Vec::new(),
+                ty: c.ty,
+                required: c.required,
+                name: base,
+            });
+            origin_of_slot.push((ci, None));
+        }
+    }
+    let slot_of: SlotOf = Box::new(move |column, field| {
+        origin_of_slot
+            .iter()
+            .position(|&(c, f)| c == column && f == field)
+    });
+    (inputs, slots, slot_of)
 }

@@ -1,0 +1,77 @@
+//! AWS client set-up, built once at start-up by every function and the CLI, and the one
+//! classifier of SDK errors (`error`).
+//!
+//! Endpoints: the SDK honours `AWS_ENDPOINT_URL` (every service) and the service-specific
+//! `AWS_ENDPOINT_URL_<SERVICE>` (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_GLUE`, ...), which
+//! point clients at moto_server or LocalStack; nothing here overrides them.
+
+pub mod error;
+
+pub use error::{classify, error_chain, is_retryable_code, SdkFailure};
+
+/// Loads the SDK configuration from the environment: region, credentials, endpoints.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// Whether S3 requests go to a custom endpoint (moto_server, LocalStack, MinIO), from the
+/// global or the S3-specific endpoint variable.
+fn s3_custom_endpoint(sdk: &aws_config::SdkConfig, s3_env: Option<&str>) -> bool {
+    sdk.endpoint_url().is_some() || s3_env.is_some_and(|v| !v.trim().is_empty())
+}
+
+/// S3 client configuration: path-style addressing when a custom endpoint is set, because
+/// servers on loopback cannot serve virtual-hosted bucket names.
+pub fn s3_config(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Config {
+    let s3_env = std::env::var("AWS_ENDPOINT_URL_S3").ok();
+    let mut b = aws_sdk_s3::config::Builder::from(sdk);
+    if s3_custom_endpoint(sdk, s3_env.as_deref()) {
+        b = b.force_path_style(true);
+    }
+    b.build()
+}
+
+/// The SDK clients the functions use, built once at start-up (building them makes no network
+/// call) and cloned cheaply into handlers.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub sdk: aws_config::SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub glue: aws_sdk_glue::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Clients {
+    pub fn new(sdk: aws_config::SdkConfig) -> Self {
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3_config(&sdk)),
+            glue: aws_sdk_glue::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            sdk,
+        }
+    }
+
+    /// The clients for the environment's configuration.
+    pub async fn from_env() -> Self {
+        Self::new(sdk_config().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_style_follows_either_endpoint_variable() {
+        let plain = aws_config::SdkConfig::builder().build();
+        assert!(!s3_custom_endpoint(&plain, None));
+        assert!(!s3_custom_endpoint(&plain, Some(" ")));
+        assert!(s3_custom_endpoint(&plain, Some("http://127.0.0.1:5000")));
+        let global = aws_config::SdkConfig::builder()
+            .endpoint_url("http://127.0.0.1:5000")
+            .build();
+        assert!(s3_custom_endpoint(&global, None));
+    }
+}

@@ -1,0 +1,287 @@
+//! The lake's layout: every prefix and every key rule, in one place. These are contracts
+//! between stages (extract and cdc-sink write `raw/`, transform reads it and writes `curated/`,
+//! `manifests/` and `quarantine/`, the loader reads manifests and writes `loads/` and
+//! `state/`), so no other file spells a prefix: `scripts/test` fails the build if one does.
+//!
+//! | prefix | written by | holds |
+//! | --- | --- | --- |
+//! | `raw/<table>/…`, `raw/cdc/<table>/…` | extract, cdc-sink, users | source objects as they came |
+//! | `curated/<table>/year=/month=/` | transform, Glue job | Parquet for Athena and Redshift |
+//! | `manifests/<table>/` | transform, Glue job (last) | one JSON per source object |
+//! | `loads/<table>/` | redshift-loader | COPY manifests (never under `manifests/`) |
+//! | `quarantine/<table>/`, `quarantine/_cdc-sink/` | every stage | bad rows with the reason |
+//! | `state/` | extract, redshift-loader | leases, watermarks, statement ids |
+//! | `spill/cdc/` | wal-decoder | changes too large for one Kinesis record |
+
+/// Source objects as they came: extract's parts, users' uploads. Transform triggers here.
+pub const RAW: &str = "raw/";
+/// Change events written by cdc-sink, one folder per table.
+pub const RAW_CDC: &str = "raw/cdc/";
+/// Typed, partitioned Parquet: the tables Athena and Redshift read.
+pub const CURATED: &str = "curated/";
+/// One manifest per source object, written last by the transform: the loader's trigger.
+pub const MANIFESTS: &str = "manifests/";
+/// The loader's COPY manifests. Never under `manifests/`, which would trigger the loader again.
+pub const LOADS: &str = "loads/";
+/// Rows and records that failed validation, with the reason (as sensitive as `raw/`).
+pub const QUARANTINE: &str = "quarantine/";
+/// Records the cdc-sink could not place in any table.
+pub const QUARANTINE_CDC_SINK: &str = "quarantine/_cdc-sink/";
+/// Leases, watermarks and running statement ids.
+pub const STATE: &str = "state/";
+/// Changes too large for one Kinesis record, pointed at from the stream.
+pub const SPILL_CDC: &str = "spill/cdc/";
+
+/// Every top-level prefix, for checks and listings.
+pub const PREFIXES: [&str; 7] = [RAW, CURATED, MANIFESTS, LOADS, QUARANTINE, STATE, SPILL_CDC];
+
+/// Partition keys of every curated table, in path order.
+pub const PARTITION_KEYS: [&str; 2] = ["year", "month"];
+
+/// Longest stem kept from a source file name (keys stay readable and short).
+const STEM_MAX_CHARS: usize = 40;
+
+/// `raw/cdc/<table>/`: where cdc-sink writes a table's change objects.
+pub fn raw_cdc_prefix(table: &str) -> String {
+    format!("{RAW_CDC}{table}/")
+}
+
+/// `curated/<table>/`: the Glue table location.
+pub fn curated_prefix(table: &str) -> String {
+    format!("{CURATED}{table}/")
+}
+
+/// `curated/<table>/year=YYYY/month=MM/`: one Glue partition's location.
+pub fn partition_prefix(table: &str, year: &str, month: &str) -> String {
+    format!("{CURATED}{table}/year={year}/month={month}/")
+}
+
+/// `manifests/<table>/`: every manifest of a table.
+pub fn manifests_prefix(table: &str) -> String {
+    format!("{MANIFESTS}{table}/")
+}
+
+/// `loads/<table>/`: the loader's COPY manifests for a table.
+pub fn loads_prefix(table: &str) -> String {
+    format!("{LOADS}{table}/")
+}
+
+/// `quarantine/<table>/`: a table's quarantined rows.
+pub fn quarantine_prefix(table: &str) -> String {
+    format!("{QUARANTINE}{table}/")
+}
+
+/// `state/<name>`: a state object (lease, watermark, statement id).
+pub fn state_key(name: &str) -> String {
+    format!("{STATE}{name}")
+}
+
+/// Whether a key is a source object the transform takes (under `raw/`, not a folder marker).
+pub fn is_raw_object(key: &str) -> bool {
+    key.starts_with(RAW) && !key.ends_with('/')
+}
+
+/// Whether a key is a manifest (`manifests/<table>/<hash>.json`).
+pub fn is_manifest(key: &str) -> bool {
+    key.starts_with(MANIFESTS) && key.ends_with(".json")
+}
+
+/// The hash rule: xxh3-64 of the whole source key, 16 lower-case hex digits. Distinct keys
+/// give distinct names even when their file names are equal; the same key always gives the
+/// same name, so a re-delivered event overwrites instead of duplicating.
+pub fn source_hash(source_key: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(source_key.as_bytes()))
+}
+
+/// The stem rule: the source file name up to its first `.`, lower-cased, every character
+/// other than `[a-z0-9_-]` replaced by `_`, at most 40 characters; `object` when empty.
+/// It only makes keys readable; uniqueness comes from the hash.
+pub fn source_stem(source_key: &str) -> String {
+    let name = source_key.rsplit('/').next().unwrap_or(source_key);
+    let base = name.split('.').next().unwrap_or(name);
+    let mut stem: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(STEM_MAX_CHARS)
+        .collect();
+    if stem.is_empty() {
+        stem.push_str("object");
+    }
+    stem
+}
+
+/// The lake keys one source object maps to. Deterministic: the same key always gives the
+/// same names, so a re-delivered event overwrites instead of duplicating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectKeys {
+    pub table: String,
+    /// See [`source_stem`].
+    pub stem: String,
+    /// See [`source_hash`].
+    pub hash: String,
+    /// `manifests/<table>/<hash>.json`
+    pub manifest_key: String,
+    /// `quarantine/<table>/<hash>.jsonl`
+    pub quarantine_key: String,
+}
+
+impl ObjectKeys {
+    pub fn new(table: &str, source_key: &str) -> Self {
+        let hash = source_hash(source_key);
+        Self {
+            manifest_key: format!("{MANIFESTS}{table}/{hash}.json"),
+            quarantine_key: format!("{QUARANTINE}{table}/{hash}.jsonl"),
+            table: table.to_string(),
+            stem: source_stem(source_key),
+            hash,
+        }
+    }
+
+    /// `curated/<table>/year=YYYY/month=MM/<stem>-<hash>-<part:05>.parquet`
+    pub fn curated_key(&self, year: &str, month: &str, part: u32) -> String {
+        format!(
+            "{}{}-{}-{part:05}.parquet",
+            partition_prefix(&self.table, year, month),
+            self.stem,
+            self.hash
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_stem_and_hash_rule() {
+        let k = ObjectKeys::new("funnel", "raw/funnel/2019-Oct sample+1.csv.gz");
+        assert_eq!(k.hash.len(), 16);
+        assert_eq!(k.hash, source_hash("raw/funnel/2019-Oct sample+1.csv.gz"));
+        assert_eq!(k.stem, "2019-oct_sample_1");
+        assert_eq!(k.manifest_key, format!("manifests/funnel/{}.json", k.hash));
+        assert_eq!(
+            k.quarantine_key,
+            format!("quarantine/funnel/{}.jsonl", k.hash)
+        );
+        assert_eq!(
+            k.curated_key("2019", "10", 3),
+            format!(
+                "curated/funnel/year=2019/month=10/2019-oct_sample_1-{}-00003.parquet",
+                k.hash
+            )
+        );
+        // The hash is of the whole key: same file name elsewhere, different hash.
+        assert_ne!(k.hash, source_hash("raw/funnel/x/2019-Oct sample+1.csv.gz"));
+        // A pinned value, so the rule cannot drift from the Glue job's copy of it.
+        assert_eq!(source_hash("raw/funnel/a.csv"), {
+            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b"raw/funnel/a.csv"))
+        });
+    }
+
+    #[test]
+    fn stems_are_bounded_and_never_empty() {
+        assert_eq!(source_stem("raw/t/.hidden"), "object");
+        assert_eq!(source_stem("raw/t/"), "object");
+        assert_eq!(
+            source_stem(&format!("raw/t/{}.csv", "A".repeat(80))).len(),
+            40
+        );
+        assert_eq!(source_stem("raw/t/日本.csv"), "__");
+    }
+
+    #[test]
+    fn prefixes_and_predicates() {
+        assert_eq!(curated_prefix("t"), "curated/t/");
+        assert_eq!(
+            partition_prefix("t", "2024", "03"),
+            "curated/t/year=2024/month=03/"
+        );
+        assert_eq!(raw_cdc_prefix("orders"), "raw/cdc/orders/");
+        assert_eq!(loads_prefix("t"), "loads/t/");
+        assert_eq!(manifests_prefix("t"), "manifests/t/");
+        assert_eq!(quarantine_prefix("t"), "quarantine/t/");
+        assert_eq!(state_key("leases/t"), "state/leases/t");
+        assert!(is_raw_object("raw/t/a.csv"));
+        assert!(!is_raw_object("raw/t/"));
+        assert!(!is_raw_object("curated/t/a.parquet"));
+        assert!(is_manifest("manifests/t/0123.json"));
+        assert!(!is_manifest("loads/t/0123.json"));
+        assert!(RAW_CDC.starts_with(RAW));
+        assert!(QUARANTINE_CDC_SINK.starts_with(QUARANTINE));
+    }
+
+    /// The rule of this module, checked over the code that ships: no other file of `shared/`,
+    /// `functions/` or `cli/` spells a lake prefix as a string literal (test code, which
+    /// writes sample keys, and comments are exempt).
+    #[test]
+    fn no_prefix_literal_outside_layout() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in ["shared/src", "functions", "cli/src"] {
+            collect_rs(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 10, "found only {} source files", files.len());
+        let needles: Vec<String> = PREFIXES.iter().map(|p| format!("\"{p}")).collect();
+        let mut found = Vec::new();
+        for f in &files {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if f.ends_with("lake/layout.rs") || name == "tests.rs" || name == "conformance.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim_start() == "#[cfg(test)]" {
+                    break; // the test module, at the end of the file by our convention
+                }
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                if needles.iter().any(|n| line.contains(n.as_str())) {
+                    found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "lake prefixes spelled outside lake/layout.rs (use its constants):\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn metrics_knows_no_function() {
+        let metrics = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics");
+        let mut files = Vec::new();
+        collect_rs(&metrics, &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(
+                !text.contains("crate::transform"),
+                "{} imports transform",
+                f.display()
+            );
+        }
+    }
+
+    fn collect_rs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("target") {
+                    collect_rs(&p, out);
+                }
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+}
