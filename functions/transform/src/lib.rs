@@ -149,3 +149,64 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The handler on a local lake and catalog: the same event fixture as the deployed
+    //! function's, no AWS at all (the moto and bootstrap tests are in `tests/`).
+    use super::*;
+    use sluice::catalog::LocalCatalog;
+    use sluice::config::Pipeline;
+    use sluice::lake::manifest::Manifest;
+    use sluice::lake::{LocalStore, ObjectStore, PutMode};
+
+    const PUT_EVENT: &str = include_str!("../../../events/s3-put.json");
+    const EXAMPLE: &str = include_str!("../../../examples/pipeline.toml");
+
+    #[tokio::test]
+    async fn handles_the_put_fixture_on_a_local_lake() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hash.key"), "k".repeat(32)).unwrap();
+        let pipeline_path = dir.path().join("pipeline.toml");
+        let text = EXAMPLE.replace("secret = \"sluice/hash-key\"", "file = \"hash.key\"");
+        std::fs::write(&pipeline_path, text).unwrap();
+        let pipeline = Pipeline::from_path(&pipeline_path).unwrap();
+        let hash_key = sluice::secrets::load_hash_key(&pipeline, None, None)
+            .await
+            .unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::new(dir.path().join("lake")).unwrap());
+        // The key the fixture names, once decoded.
+        let key = "raw/funnel/2019-10 sample+1.csv";
+        let csv = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
+                   2019-10-01 00:00:00 UTC,view,1,2,,acme,1.5,7,s1\n\
+                   2019-11-02 00:00:00 UTC,cart,1,2,,acme,1.5,,s2\n\
+                   not a time,view,1,2,,acme,1.5,7,s3\n";
+        store
+            .put(key, csv.as_bytes().to_vec().into(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let deps = Deps {
+            transformer: Transformer::new(pipeline, hash_key).unwrap(),
+            lakes: Lakes::Fixed(store.clone()),
+            catalog: Arc::new(LocalCatalog::new(dir.path().join("catalog.json"))),
+            emit_metrics: false,
+        };
+        let event: Value = serde_json::from_str(PUT_EVENT).unwrap();
+        let r = handle(&deps, event).await.expect("handled");
+        assert_eq!(r.processed.len(), 1, "{r:?}");
+        let p = &r.processed[0];
+        assert_eq!((p.key.as_str(), p.table.as_str()), (key, "funnel"));
+        assert_eq!((p.rows_read, p.rows_written, p.rows_quarantined), (3, 2, 1));
+        let m = Manifest::from_json(
+            &store.get_bytes(&p.manifest_key).await.unwrap(),
+            &p.manifest_key,
+        )
+        .expect("manifest");
+        assert_eq!(m.files.len(), 2, "two months");
+        assert_eq!(m.file_rows(), 2);
+        for f in &m.files {
+            assert_eq!(store.head(&f.key).await.unwrap().etag, f.etag);
+        }
+    }
+}

@@ -165,3 +165,34 @@ impl Lakes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_lake_takes_only_its_own_bucket() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&sdk));
+        let fixed = Lakes::Fixed(open_with_client("s3://lake-a", &client).unwrap());
+        assert_eq!(
+            fixed.for_bucket("lake-a").unwrap().s3_bucket(),
+            Some("lake-a")
+        );
+        let e = fixed.for_bucket("lake-b").unwrap_err();
+        assert!(e.to_string().contains("lake-b"), "{e}");
+        assert!(e.to_string().contains("s3://lake-a"), "{e}");
+        let any = Lakes::S3(client.clone());
+        assert_eq!(
+            any.for_bucket("lake-b").unwrap().s3_bucket(),
+            Some("lake-b")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let local = Lakes::Fixed(open_with_client(dir.path().to_str().unwrap(), &client).unwrap());
+        assert_eq!(local.for_bucket("whatever").unwrap().s3_bucket(), None);
+        assert!(open_with_client("s3://a/b", &client).is_err());
+        assert!(open_with_client("s3://", &client).is_err());
+    }
+}
