@@ -356,3 +356,63 @@ async fn catalog_suite(cat: &dyn Catalog, db: &str) {
         None
     );
 }
+
+/// `sluice::aws::Clients` honours the service-specific endpoint variables, not only
+/// `AWS_ENDPOINT_URL`: with only `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL_GLUE` pointing at
+/// moto, the lake (path-style) and the catalog work, and `SLUICE_LAKE` opens the bucket.
+/// (nextest runs each test in its own process, so setting variables here touches no other test.)
+#[tokio::test]
+async fn clients_honour_service_specific_endpoints() {
+    let endpoint = sluice_tests::moto_endpoint();
+    std::env::remove_var("AWS_ENDPOINT_URL");
+    std::env::set_var("AWS_ENDPOINT_URL_S3", &endpoint);
+    std::env::set_var("AWS_ENDPOINT_URL_GLUE", &endpoint);
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    let clients = sluice::aws::Clients::from_env().await;
+    assert!(
+        clients.sdk.endpoint_url().is_none(),
+        "no global endpoint in this test"
+    );
+    let bucket = unique_name("svc-endpoint");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket through AWS_ENDPOINT_URL_S3");
+    std::env::set_var("SLUICE_LAKE", format!("s3://{bucket}"));
+    let store = sluice::lambda::required_lake_from_env(&clients)
+        .await
+        .expect("SLUICE_LAKE opens");
+    store
+        .put(
+            "state/probe",
+            bytes::Bytes::from_static(b"x"),
+            PutMode::Overwrite,
+        )
+        .await
+        .expect("put through the lake");
+    assert_eq!(&store.get_bytes("state/probe").await.unwrap()[..], b"x");
+    let db = unique_name("svc_endpoint").replace('-', "_");
+    clients
+        .glue
+        .create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name(&db)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("CreateDatabase through AWS_ENDPOINT_URL_GLUE");
+    std::env::remove_var("SLUICE_LAKE");
+    let e = sluice::lambda::required_lake_from_env(&clients)
+        .await
+        .err()
+        .expect("missing SLUICE_LAKE is an error");
+    assert!(e.to_string().contains("SLUICE_LAKE is not set"), "{e}");
+}
