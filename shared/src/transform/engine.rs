@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::config::{InputFormat, TableConfig};
 use crate::secrets::HashKey;
 
-use super::decode::{Decoder, RawBatch, RawRec};
+use super::decode::{Decoder, RawBatch, RawBatches, RawRec};
 use super::keyset::KeyTable;
 use super::plan::{OutKind, Plan};
 use super::values::{self, parse_json, parse_text, Val};
@@ -251,40 +251,19 @@ impl<'a> Scan<'a> {
         } else {
             None
         };
-        let mut input = open_input(path, key, progress)?;
-        let mut dec = Decoder::new(
+        let input = open_input(path, key, progress)?;
+        let dec = Decoder::new(
             t.format,
             &t.csv,
             t.output.batch_rows,
             t.output.max_record_bytes,
         );
-        let mut batch = RawBatch::default();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(TransformError::Io {
-                        key: key.to_string(),
-                        source: e,
-                    })
-                }
-            };
-            if n == 0 {
-                dec.finish();
-                while dec.flush(&mut batch) {
-                    self.batch(&batch, dedup)?;
-                }
-                break;
-            }
-            let mut pos = 0;
-            while pos < n {
-                pos += dec.decode(&buf[pos..n]);
-                if dec.is_full() && dec.flush(&mut batch) {
-                    self.batch(&batch, dedup)?;
-                }
-            }
+        let mut batches = RawBatches::new(input, dec, 1 << 20);
+        while let Some(batch) = batches.next_batch().map_err(|e| TransformError::Io {
+            key: key.to_string(),
+            source: e,
+        })? {
+            self.batch(batch, dedup)?;
         }
         Ok(())
     }
