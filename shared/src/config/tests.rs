@@ -139,3 +139,126 @@ proptest::proptest! {
         let _ = Pipeline::parse(&s, "fuzz");
     }
 }
+
+/// The example with `[tables.source]` added to the customers table (last in the file).
+fn with_source(source: &str) -> String {
+    format!("{}\n[tables.source]\n{source}\n", example())
+}
+
+#[test]
+fn source_engine_is_mysql_or_postgres() {
+    let common = "shard_secrets = [\"s1\"]\ntable = \"customers\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"";
+    for (engine, want) in [
+        ("mysql", SourceEngine::Mysql),
+        ("postgres", SourceEngine::Postgres),
+    ] {
+        let text = with_source(&format!("engine = \"{engine}\"\n{common}"));
+        let p = Pipeline::parse(&text, "p.toml").expect(engine);
+        let s = p.table("customers").and_then(|t| t.source.as_ref());
+        assert_eq!(s.map(|s| s.engine), Some(want));
+    }
+    let err = Pipeline::parse(
+        &with_source(&format!("engine = \"oracle\"\n{common}")),
+        "p.toml",
+    )
+    .expect_err("oracle")
+    .to_string();
+    assert!(err.contains("tables[1].source.engine"), "{err}");
+    assert!(err.contains("mysql") && err.contains("postgres"), "{err}");
+}
+
+#[test]
+fn source_needs_exactly_one_of_table_or_query() {
+    let text = with_source(
+        "engine = \"postgres\"\nshard_secrets = [\"s1\"]\ntable = \"c\"\nquery = \"SELECT 1\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"",
+    );
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("both")
+        .to_string();
+    assert!(err.contains("at `tables[1].source`"), "{err}");
+}
+
+#[test]
+fn section_rules_name_their_key_paths() {
+    let cases = [
+        (
+            "partition_by = \"signup_date\"",
+            "partition_by = \"signup_date\"\noutput = { batch_rows = 0 }",
+            "tables[1].output.batch_rows",
+        ),
+        (
+            "catalog = { database = \"sluice_lake\" }\nwarehouse",
+            "catalog = { database = \"Sluice\" }\nwarehouse",
+            "tables[1].catalog.database",
+        ),
+        (
+            "key = [\"customer_id\"]",
+            "key = [\"address\"]",
+            "tables[1].dedup.key[0]",
+        ),
+        (
+            "merge_keys = [\"customer_id\"]",
+            "merge_keys = []",
+            "tables[1].warehouse.merge_keys",
+        ),
+        (
+            "{ path = \"geo.lat\", type = \"float\" }",
+            "{ path = \"geo..lat\", type = \"float\" }",
+            "tables[1].columns[7].fields[3].path",
+        ),
+        (
+            "name = \"funnel\"",
+            "name = \"funnel\"\ncsv = { delimiter = \";\", quote = \";\" }",
+            "tables[0].csv.quote",
+        ),
+        (
+            "name = \"customers\"",
+            "name = \"funnel\"",
+            "tables[1].name",
+        ),
+    ];
+    for (from, to, path) in cases {
+        let text = example().replacen(from, to, 1);
+        assert_ne!(text, example(), "{from}");
+        let err = Pipeline::parse(&text, "p.toml")
+            .expect_err(path)
+            .to_string();
+        assert!(err.contains(&format!("at `{path}`")), "{path}: {err}");
+    }
+}
+
+#[test]
+fn two_output_columns_with_one_name_are_refused() {
+    // `signup_date` renamed onto `loyalty_tier`'s output name.
+    let text = example().replace(
+        "name = \"signup_date\"\ntype = \"timestamp\"",
+        "name = \"signup_date\"\ntype = \"timestamp\"\nrename = \"loyalty_tier\"",
+    );
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("clash")
+        .to_string();
+    assert!(err.contains("tables[1].columns"), "{err}");
+    assert!(
+        err.contains("two output columns are both named `loyalty_tier`"),
+        "{err}"
+    );
+    // A column whose snake_case form meets a flattened JSON field's name.
+    let text = example().replace("name = \"loyalty_tier\"", "name = \"AddressCity\"");
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("clash")
+        .to_string();
+    assert!(err.contains("`address_city`"), "{err}");
+}
+
+#[test]
+fn an_output_column_named_like_a_partition_key_is_refused() {
+    let text = example().replace("name = \"brand\"", "name = \"brand\"\nrename = \"year\"");
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("year")
+        .to_string();
+    assert!(err.contains("tables[0].columns"), "{err}");
+    assert!(err.contains("`year` clashes with a partition key"), "{err}");
+    // A PII rule's output name counts too: `month` hashed is `month_hash`, which is fine.
+    let text = example().replace("name = \"user_id\"", "name = \"month\"");
+    Pipeline::parse(&text, "p.toml").expect("month_hash is no partition key");
+}
