@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::builtin::{check_builtin, is_builtin_column};
 use super::error::Invalid;
 use super::names::{is_snake_identifier, snake_case};
 use super::pii::PiiRule;
@@ -12,7 +13,8 @@ use super::TableConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnConfig {
-    /// Name in the input (CSV header or JSON key).
+    /// Name in the input (CSV header or JSON key). Only the built-in columns
+    /// (`BUILTIN_COLUMNS`: `_op`, `_lsn`, …) may start with `_`.
     pub name: String,
     /// `int`, `float`, `decimal(p,s)`, `bool`, `string`, `binary` (base64), `date`,
     /// `timestamp`, or `json` (parsed and flattened into `fields`).
@@ -21,7 +23,8 @@ pub struct ColumnConfig {
     /// A null (missing, or a null token) sends the row to quarantine.
     #[serde(default)]
     pub required: bool,
-    /// Output name; default: `name` in lower-case snake_case.
+    /// Output name; default: `name` in lower-case snake_case. Not for built-in columns,
+    /// which keep their names.
     #[serde(default)]
     pub rename: Option<String>,
     /// Per-column null tokens, replacing the table's.
@@ -54,8 +57,12 @@ pub struct JsonField {
 }
 
 impl ColumnConfig {
-    /// The column's name in the lake: `rename`, else `name` in snake_case.
+    /// The column's name in the lake: `rename`, else `name` in snake_case; a built-in
+    /// column's own name.
     pub fn output_name(&self) -> String {
+        if is_builtin_column(&self.name) {
+            return self.name.clone();
+        }
         self.rename
             .clone()
             .unwrap_or_else(|| snake_case(&self.name))
@@ -66,6 +73,9 @@ impl ColumnConfig {
     pub(crate) fn validate(&self, t: &TableConfig) -> Result<(), Invalid> {
         if self.name.is_empty() {
             return Err(Invalid::at("name", "must not be empty"));
+        }
+        if self.name.starts_with('_') {
+            check_builtin(self)?;
         }
         if let Some(r) = &self.rename {
             if !is_snake_identifier(r) {

@@ -6,6 +6,7 @@
 //! has its own `validate`, in the file that declares it, with paths relative to the section;
 //! the enclosing section adds its own part of the path (`Invalid::within`).
 
+mod builtin;
 mod catalog;
 mod column;
 mod dedup;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use builtin::{builtin_column, is_builtin_column, BuiltinColumn, BUILTIN_COLUMNS};
 pub use catalog::CatalogConfig;
 pub use column::{ColumnConfig, JsonField};
 pub use dedup::DedupConfig;

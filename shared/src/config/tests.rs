@@ -262,3 +262,100 @@ fn an_output_column_named_like_a_partition_key_is_refused() {
     let text = example().replace("name = \"user_id\"", "name = \"month\"");
     Pipeline::parse(&text, "p.toml").expect("month_hash is no partition key");
 }
+
+/// A table of changes carrying every built-in column.
+const CHANGES: &str = r#"
+[[tables]]
+name = "changes"
+raw_prefix = "raw/changes/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = { key = ["id", "_shard"], order_by = "_lsn" }
+catalog = { database = "db" }
+warehouse = { schema = "lake", merge_keys = ["id", "_shard"], version_column = "_lsn" }
+columns = [
+  { name = "id", type = "int", required = true },
+  { name = "_op", type = "string" },
+  { name = "_lsn", type = "int" },
+  { name = "_commit_ts", type = "timestamp" },
+  { name = "_shard", type = "string" },
+  { name = "_unchanged", type = "string" },
+]
+"#;
+
+fn changes_err(from: &str, to: &str) -> String {
+    let text = CHANGES.replacen(from, to, 1);
+    assert_ne!(text, CHANGES, "{from}");
+    Pipeline::parse(&text, "c.toml").expect_err(to).to_string()
+}
+
+#[test]
+fn built_in_columns_keep_their_names_and_may_partition_dedup_and_merge() {
+    let p = Pipeline::parse(CHANGES, "c.toml").expect("built-ins are accepted");
+    let t = p.table("changes").expect("changes");
+    let names: Vec<String> = t.columns.iter().map(ColumnConfig::output_name).collect();
+    assert_eq!(
+        names,
+        ["id", "_op", "_lsn", "_commit_ts", "_shard", "_unchanged"]
+    );
+    let builtins: Vec<(&str, ColumnType)> =
+        BUILTIN_COLUMNS.iter().map(|b| (b.name, b.ty)).collect();
+    assert_eq!(
+        builtins,
+        [
+            ("_op", ColumnType::String),
+            ("_lsn", ColumnType::Int),
+            ("_commit_ts", ColumnType::Timestamp),
+            ("_shard", ColumnType::String),
+            ("_unchanged", ColumnType::String),
+        ]
+    );
+    assert!(is_builtin_column("_lsn") && !is_builtin_column("lsn"));
+}
+
+#[test]
+fn only_built_in_columns_may_start_with_an_underscore() {
+    let err = changes_err(
+        "{ name = \"_unchanged\", type = \"string\" },",
+        "{ name = \"_unchanged\", type = \"string\" },\n  { name = \"_id\", type = \"int\" },",
+    );
+    assert!(err.contains("at `tables[0].columns[6].name`"), "{err}");
+    assert!(err.contains("`_id`"), "{err}");
+    assert!(
+        err.contains("_op (string), _lsn (int), _commit_ts (timestamp), _shard (string), _unchanged (string)"),
+        "the allowed built-ins are listed: {err}"
+    );
+}
+
+#[test]
+fn a_built_in_column_has_its_fixed_type() {
+    let err = changes_err(
+        "{ name = \"_lsn\", type = \"int\" }",
+        "{ name = \"_lsn\", type = \"string\" }",
+    );
+    assert!(err.contains("at `tables[0].columns[2].type`"), "{err}");
+    assert!(
+        err.contains("built-in column `_lsn` is int, not string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_built_in_column_cannot_be_renamed() {
+    let err = changes_err(
+        "{ name = \"_op\", type = \"string\" }",
+        "{ name = \"_op\", type = \"string\", rename = \"op\" }",
+    );
+    assert!(err.contains("at `tables[0].columns[1].rename`"), "{err}");
+    assert!(err.contains("`_op` keeps its name"), "{err}");
+}
+
+#[test]
+fn a_built_in_column_cannot_carry_pii_rules() {
+    let err = changes_err(
+        "{ name = \"_shard\", type = \"string\" }",
+        "{ name = \"_shard\", type = \"string\", pii = { action = \"drop\" } }",
+    );
+    assert!(err.contains("at `tables[0].columns[4].pii`"), "{err}");
+    assert!(err.contains("`_shard` cannot carry a PII rule"), "{err}");
+}

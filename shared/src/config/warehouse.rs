@@ -1,5 +1,5 @@
 //! `[tables.warehouse]`: the Redshift target (used by the loader; parsed and validated here).
-//! Its column names are output names.
+//! Its column names are output names, built-in columns (`_lsn`, …) included.
 
 use serde::Deserialize;
 

@@ -2,7 +2,7 @@
 //! columns the header lacks (written as nulls, unless the object cannot do without them) and
 //! which header columns the table does not declare (ignored; a drift signal).
 
-use crate::config::{snake_case, InputFormat, TableConfig};
+use crate::config::{is_builtin_column, snake_case, InputFormat, TableConfig};
 use crate::transform::decode::{RawBatch, RawRec};
 use crate::transform::plan::Plan;
 use crate::transform::values;
@@ -34,7 +34,7 @@ pub(crate) fn fields_without_header(table: &TableConfig, plan: &Plan) -> Option<
 }
 
 /// Maps the header record. Columns match by exact name, else by their snake_case forms
-/// (`UserID` finds `user_id`).
+/// (`UserID` finds `user_id`); a built-in column (`_op`, …) only by its exact name.
 pub(crate) fn read_header(
     job: &EngineJob<'_>,
     batch: &RawBatch,
@@ -104,7 +104,7 @@ fn missing_columns(
 /// The header field of input column `name`.
 fn find_field(names: &[String], name: &str) -> Option<usize> {
     let exact = names.iter().position(|n| n == name);
-    if exact.is_some() {
+    if exact.is_some() || is_builtin_column(name) {
         return exact;
     }
     let norm = snake_case(name);
