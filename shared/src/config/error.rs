@@ -50,3 +50,40 @@ impl ConfigError {
         }
     }
 }
+
+/// A broken rule at a key path, relative to the section that found it. Each enclosing
+/// section adds its part of the path (`within`); the pipeline adds the file (`into_error`).
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    path: String,
+    reason: String,
+}
+
+impl Invalid {
+    /// The rule broken at `path` (empty: the section itself).
+    pub(crate) fn at(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error seen from the enclosing section `prefix`: `batch_rows` within
+    /// `output` is `output.batch_rows`.
+    pub(crate) fn within(self, prefix: &str) -> Self {
+        let path = if self.path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.path)
+        };
+        Self { path, ..self }
+    }
+
+    pub(crate) fn into_error(self, origin: &str) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.to_string(),
+            path: self.path,
+            reason: self.reason,
+        }
+    }
+}

@@ -139,3 +139,223 @@ proptest::proptest! {
         let _ = Pipeline::parse(&s, "fuzz");
     }
 }
+
+/// The example with `[tables.source]` added to the customers table (last in the file).
+fn with_source(source: &str) -> String {
+    format!("{}\n[tables.source]\n{source}\n", example())
+}
+
+#[test]
+fn source_engine_is_mysql_or_postgres() {
+    let common = "shard_secrets = [\"s1\"]\ntable = \"customers\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"";
+    for (engine, want) in [
+        ("mysql", SourceEngine::Mysql),
+        ("postgres", SourceEngine::Postgres),
+    ] {
+        let text = with_source(&format!("engine = \"{engine}\"\n{common}"));
+        let p = Pipeline::parse(&text, "p.toml").expect(engine);
+        let s = p.table("customers").and_then(|t| t.source.as_ref());
+        assert_eq!(s.map(|s| s.engine), Some(want));
+    }
+    let err = Pipeline::parse(
+        &with_source(&format!("engine = \"oracle\"\n{common}")),
+        "p.toml",
+    )
+    .expect_err("oracle")
+    .to_string();
+    assert!(err.contains("tables[1].source.engine"), "{err}");
+    assert!(err.contains("mysql") && err.contains("postgres"), "{err}");
+}
+
+#[test]
+fn source_needs_exactly_one_of_table_or_query() {
+    let text = with_source(
+        "engine = \"postgres\"\nshard_secrets = [\"s1\"]\ntable = \"c\"\nquery = \"SELECT 1\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"",
+    );
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("both")
+        .to_string();
+    assert!(err.contains("at `tables[1].source`"), "{err}");
+}
+
+#[test]
+fn section_rules_name_their_key_paths() {
+    let cases = [
+        (
+            "partition_by = \"signup_date\"",
+            "partition_by = \"signup_date\"\noutput = { batch_rows = 0 }",
+            "tables[1].output.batch_rows",
+        ),
+        (
+            "catalog = { database = \"sluice_lake\" }\nwarehouse",
+            "catalog = { database = \"Sluice\" }\nwarehouse",
+            "tables[1].catalog.database",
+        ),
+        (
+            "key = [\"customer_id\"]",
+            "key = [\"address\"]",
+            "tables[1].dedup.key[0]",
+        ),
+        (
+            "merge_keys = [\"customer_id\"]",
+            "merge_keys = []",
+            "tables[1].warehouse.merge_keys",
+        ),
+        (
+            "{ path = \"geo.lat\", type = \"float\" }",
+            "{ path = \"geo..lat\", type = \"float\" }",
+            "tables[1].columns[7].fields[3].path",
+        ),
+        (
+            "name = \"funnel\"",
+            "name = \"funnel\"\ncsv = { delimiter = \";\", quote = \";\" }",
+            "tables[0].csv.quote",
+        ),
+        (
+            "name = \"customers\"",
+            "name = \"funnel\"",
+            "tables[1].name",
+        ),
+    ];
+    for (from, to, path) in cases {
+        let text = example().replacen(from, to, 1);
+        assert_ne!(text, example(), "{from}");
+        let err = Pipeline::parse(&text, "p.toml")
+            .expect_err(path)
+            .to_string();
+        assert!(err.contains(&format!("at `{path}`")), "{path}: {err}");
+    }
+}
+
+#[test]
+fn two_output_columns_with_one_name_are_refused() {
+    // `signup_date` renamed onto `loyalty_tier`'s output name.
+    let text = example().replace(
+        "name = \"signup_date\"\ntype = \"timestamp\"",
+        "name = \"signup_date\"\ntype = \"timestamp\"\nrename = \"loyalty_tier\"",
+    );
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("clash")
+        .to_string();
+    assert!(err.contains("tables[1].columns"), "{err}");
+    assert!(
+        err.contains("two output columns are both named `loyalty_tier`"),
+        "{err}"
+    );
+    // A column whose snake_case form meets a flattened JSON field's name.
+    let text = example().replace("name = \"loyalty_tier\"", "name = \"AddressCity\"");
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("clash")
+        .to_string();
+    assert!(err.contains("`address_city`"), "{err}");
+}
+
+#[test]
+fn an_output_column_named_like_a_partition_key_is_refused() {
+    let text = example().replace("name = \"brand\"", "name = \"brand\"\nrename = \"year\"");
+    let err = Pipeline::parse(&text, "p.toml")
+        .expect_err("year")
+        .to_string();
+    assert!(err.contains("tables[0].columns"), "{err}");
+    assert!(err.contains("`year` clashes with a partition key"), "{err}");
+    // A PII rule's output name counts too: `month` hashed is `month_hash`, which is fine.
+    let text = example().replace("name = \"user_id\"", "name = \"month\"");
+    Pipeline::parse(&text, "p.toml").expect("month_hash is no partition key");
+}
+
+/// A table of changes carrying every built-in column.
+const CHANGES: &str = r#"
+[[tables]]
+name = "changes"
+raw_prefix = "raw/changes/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = { key = ["id", "_shard"], order_by = "_lsn" }
+catalog = { database = "db" }
+warehouse = { schema = "lake", merge_keys = ["id", "_shard"], version_column = "_lsn" }
+columns = [
+  { name = "id", type = "int", required = true },
+  { name = "_op", type = "string" },
+  { name = "_lsn", type = "int" },
+  { name = "_commit_ts", type = "timestamp" },
+  { name = "_shard", type = "string" },
+  { name = "_unchanged", type = "string" },
+]
+"#;
+
+fn changes_err(from: &str, to: &str) -> String {
+    let text = CHANGES.replacen(from, to, 1);
+    assert_ne!(text, CHANGES, "{from}");
+    Pipeline::parse(&text, "c.toml").expect_err(to).to_string()
+}
+
+#[test]
+fn built_in_columns_keep_their_names_and_may_partition_dedup_and_merge() {
+    let p = Pipeline::parse(CHANGES, "c.toml").expect("built-ins are accepted");
+    let t = p.table("changes").expect("changes");
+    let names: Vec<String> = t.columns.iter().map(ColumnConfig::output_name).collect();
+    assert_eq!(
+        names,
+        ["id", "_op", "_lsn", "_commit_ts", "_shard", "_unchanged"]
+    );
+    let builtins: Vec<(&str, ColumnType)> =
+        BUILTIN_COLUMNS.iter().map(|b| (b.name, b.ty)).collect();
+    assert_eq!(
+        builtins,
+        [
+            ("_op", ColumnType::String),
+            ("_lsn", ColumnType::Int),
+            ("_commit_ts", ColumnType::Timestamp),
+            ("_shard", ColumnType::String),
+            ("_unchanged", ColumnType::String),
+        ]
+    );
+    assert!(is_builtin_column("_lsn") && !is_builtin_column("lsn"));
+}
+
+#[test]
+fn only_built_in_columns_may_start_with_an_underscore() {
+    let err = changes_err(
+        "{ name = \"_unchanged\", type = \"string\" },",
+        "{ name = \"_unchanged\", type = \"string\" },\n  { name = \"_id\", type = \"int\" },",
+    );
+    assert!(err.contains("at `tables[0].columns[6].name`"), "{err}");
+    assert!(err.contains("`_id`"), "{err}");
+    assert!(
+        err.contains("_op (string), _lsn (int), _commit_ts (timestamp), _shard (string), _unchanged (string)"),
+        "the allowed built-ins are listed: {err}"
+    );
+}
+
+#[test]
+fn a_built_in_column_has_its_fixed_type() {
+    let err = changes_err(
+        "{ name = \"_lsn\", type = \"int\" }",
+        "{ name = \"_lsn\", type = \"string\" }",
+    );
+    assert!(err.contains("at `tables[0].columns[2].type`"), "{err}");
+    assert!(
+        err.contains("built-in column `_lsn` is int, not string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_built_in_column_cannot_be_renamed() {
+    let err = changes_err(
+        "{ name = \"_op\", type = \"string\" }",
+        "{ name = \"_op\", type = \"string\", rename = \"op\" }",
+    );
+    assert!(err.contains("at `tables[0].columns[1].rename`"), "{err}");
+    assert!(err.contains("`_op` keeps its name"), "{err}");
+}
+
+#[test]
+fn a_built_in_column_cannot_carry_pii_rules() {
+    let err = changes_err(
+        "{ name = \"_shard\", type = \"string\" }",
+        "{ name = \"_shard\", type = \"string\", pii = { action = \"drop\" } }",
+    );
+    assert!(err.contains("at `tables[0].columns[4].pii`"), "{err}");
+    assert!(err.contains("`_shard` cannot carry a PII rule"), "{err}");
+}

@@ -180,57 +180,18 @@ fn parse_bool(b: &[u8]) -> Result<bool, String> {
 /// Exact decimal: `-123.45` with at most `scale` fractional digits (more would silently
 /// round money) and at most `precision` digits in all.
 pub(crate) fn parse_decimal(b: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
-    let bad = || format!("`{}` is not a decimal({precision},{scale})", preview(b));
-    let word = b
-        .strip_prefix(b"-")
-        .or_else(|| b.strip_prefix(b"+"))
-        .unwrap_or(b);
-    if [&b"nan"[..], b"inf", b"infinity"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
-    {
-        // CDC events carry NUMERIC NaN/Infinity as strings; a decimal column cannot hold them.
-        return Err(format!(
-            "`{}` cannot be stored in a decimal column (type the column string to keep it)",
-            preview(b)
-        ));
-    }
-    let (neg, rest) = match b.first() {
-        Some(b'-') => (true, &b[1..]),
-        Some(b'+') => (false, &b[1..]),
-        _ => (false, b),
-    };
-    let (int_part, frac_part) = match rest.iter().position(|&c| c == b'.') {
-        Some(p) => (&rest[..p], &rest[p + 1..]),
-        None => (rest, &rest[rest.len()..]),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(bad());
-    }
-    if !int_part.iter().all(u8::is_ascii_digit) || !frac_part.iter().all(u8::is_ascii_digit) {
-        return Err(bad());
-    }
+    refuse_non_finite(b)?;
+    let (neg, int_part, frac_part) = decimal_parts(b)
+        .ok_or_else(|| format!("`{}` is not a decimal({precision},{scale})", preview(b)))?;
     let scale_u = scale.max(0) as usize;
-    let frac_trimmed = {
-        let mut f = frac_part;
-        while f.len() > scale_u && f.last() == Some(&b'0') {
-            f = &f[..f.len() - 1];
-        }
-        f
-    };
-    if frac_trimmed.len() > scale_u {
+    let frac = trim_trailing_zeros(frac_part, scale_u);
+    if frac.len() > scale_u {
         return Err(format!(
             "`{}` has more than {scale} decimal places",
             preview(b)
         ));
     }
-    let int_sig = {
-        let mut i = int_part;
-        while i.len() > 1 && i[0] == b'0' {
-            i = &i[1..];
-        }
-        i
-    };
+    let int_sig = trim_leading_zeros(int_part);
     let int_digits = if int_sig == b"0" || int_sig.is_empty() {
         0
     } else {
@@ -247,10 +208,66 @@ pub(crate) fn parse_decimal(b: &[u8], precision: u8, scale: i8) -> Result<i128, 
         v = v * 10 + i128::from(d - b'0');
     }
     for i in 0..scale_u {
-        let d = frac_trimmed.get(i).map_or(0, |d| d - b'0');
+        let d = frac.get(i).map_or(0, |d| d - b'0');
         v = v * 10 + i128::from(d);
     }
     Ok(if neg { -v } else { v })
+}
+
+/// CDC events carry NUMERIC NaN/Infinity as strings; a decimal column cannot hold them.
+fn refuse_non_finite(b: &[u8]) -> Result<(), String> {
+    let word = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
+    if [&b"nan"[..], b"inf", b"infinity"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
+        return Err(format!(
+            "`{}` cannot be stored in a decimal column (type the column string to keep it)",
+            preview(b)
+        ));
+    }
+    Ok(())
+}
+
+/// Sign, integer digits and fraction digits of `[+-]digits[.digits]` (one side may be empty).
+fn decimal_parts(b: &[u8]) -> Option<(bool, &[u8], &[u8])> {
+    let (neg, rest) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let (int_part, frac_part) = match rest.iter().position(|&c| c == b'.') {
+        Some(p) => (&rest[..p], &rest[p + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part.iter().all(u8::is_ascii_digit) || !frac_part.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((neg, int_part, frac_part))
+}
+
+/// `frac` without the trailing zeros beyond `scale` digits (`1.500` fits a scale of 1).
+fn trim_trailing_zeros(frac: &[u8], scale: usize) -> &[u8] {
+    let mut f = frac;
+    while f.len() > scale && f.last() == Some(&b'0') {
+        f = &f[..f.len() - 1];
+    }
+    f
+}
+
+/// `int` without leading zeros (`0` stays).
+fn trim_leading_zeros(int: &[u8]) -> &[u8] {
+    let mut i = int;
+    while i.len() > 1 && i[0] == b'0' {
+        i = &i[1..];
+    }
+    i
 }
 
 /// Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's algorithm).
@@ -381,66 +398,84 @@ pub(crate) fn parse_timestamp(b: &[u8], opts: &ParseOptions) -> Result<i64, Stri
     Err(format!("`{}` is not a timestamp", preview(b)))
 }
 
+/// The common shapes without chrono: a date, then an optional time of day, then an optional
+/// offset. On the hot path of every timestamp; the helpers are small and inlined.
 fn fast_timestamp(b: &[u8]) -> Option<i64> {
     let day = ymd(b.get(..10)?)?;
-    let mut rest = &b[10..];
-    let mut secs_of_day: i64 = 0;
-    let mut micros: i64 = 0;
-    if !rest.is_empty()
-        && matches!(rest[0], b'T' | b't' | b' ')
-        && rest.len() >= 6
-        && rest[3] == b':'
-    {
-        let h = digits(&rest[1..3])?;
-        let mi = digits(&rest[4..6])?;
-        rest = &rest[6..];
-        let mut s = 0;
-        if rest.first() == Some(&b':') {
-            s = digits(rest.get(1..3)?)?;
-            rest = &rest[3..];
-            if rest.first() == Some(&b'.') {
-                let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-                if n == 0 || n > 9 {
-                    return None;
-                }
-                let frac = &rest[1..1 + n];
-                let mut us = 0i64;
-                for i in 0..6 {
-                    us = us * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
-                }
-                micros = us;
-                rest = &rest[1 + n..];
-            }
-        }
-        if h > 23 || mi > 59 || s > 59 {
-            return None;
-        }
-        secs_of_day = i64::from(h * 3600 + mi * 60 + s);
-    }
-    let offset_secs: i64 = match rest {
-        b"" | b"Z" | b"z" | b" UTC" | b"UTC" | b" Z" | b" GMT" => 0,
-        _ => {
-            let r = rest.strip_prefix(b" ").unwrap_or(rest);
-            let sign = match r.first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let r = &r[1..];
-            let (hh, mm) = match r.len() {
-                2 => (digits(r)?, 0),
-                4 => (digits(&r[..2])?, digits(&r[2..])?),
-                5 if r[2] == b':' => (digits(&r[..2])?, digits(&r[3..])?),
-                _ => return None,
-            };
-            if hh > 18 || mm > 59 {
-                return None;
-            }
-            sign * i64::from(hh * 3600 + mm * 60)
-        }
-    };
+    let (secs_of_day, micros, rest) = time_of_day(&b[10..])?;
+    let offset_secs = utc_offset(rest)?;
     let secs = day * 86_400 + secs_of_day - offset_secs;
     secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+/// `THH:MM[:SS[.fraction]]` (`T`, `t` or a space first): seconds of the day, microseconds
+/// and the bytes after it. Without a time of day: midnight, and `rest` as it was.
+#[inline]
+fn time_of_day(rest: &[u8]) -> Option<(i64, i64, &[u8])> {
+    let is_time = !rest.is_empty()
+        && matches!(rest[0], b'T' | b't' | b' ')
+        && rest.len() >= 6
+        && rest[3] == b':';
+    if !is_time {
+        return Some((0, 0, rest));
+    }
+    let h = digits(&rest[1..3])?;
+    let mi = digits(&rest[4..6])?;
+    let mut rest = &rest[6..];
+    let mut s = 0;
+    let mut micros: i64 = 0;
+    if rest.first() == Some(&b':') {
+        s = digits(rest.get(1..3)?)?;
+        rest = &rest[3..];
+        if rest.first() == Some(&b'.') {
+            (micros, rest) = fraction_micros(&rest[1..])?;
+        }
+    }
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    Some((i64::from(h * 3600 + mi * 60 + s), micros, rest))
+}
+
+/// 1 to 9 fraction digits as microseconds (truncated), and the bytes after them.
+#[inline]
+fn fraction_micros(b: &[u8]) -> Option<(i64, &[u8])> {
+    let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 9 {
+        return None;
+    }
+    let frac = &b[..n];
+    let mut us = 0i64;
+    for i in 0..6 {
+        us = us * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
+    }
+    Some((us, &b[n..]))
+}
+
+/// The offset east of UTC in seconds: none, `Z`, `UTC`, `GMT`, or `±HH`, `±HHMM`, `±HH:MM`
+/// (a space before it allowed).
+#[inline]
+fn utc_offset(rest: &[u8]) -> Option<i64> {
+    if matches!(rest, b"" | b"Z" | b"z" | b" UTC" | b"UTC" | b" Z" | b" GMT") {
+        return Some(0);
+    }
+    let r = rest.strip_prefix(b" ").unwrap_or(rest);
+    let sign = match r.first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let r = &r[1..];
+    let (hh, mm) = match r.len() {
+        2 => (digits(r)?, 0),
+        4 => (digits(&r[..2])?, digits(&r[2..])?),
+        5 if r[2] == b':' => (digits(&r[..2])?, digits(&r[3..])?),
+        _ => return None,
+    };
+    if hh > 18 || mm > 59 {
+        return None;
+    }
+    Some(sign * i64::from(hh * 3600 + mm * 60))
 }
 
 /// Year and month (1–12) of a UTC microsecond timestamp.

@@ -1,0 +1,284 @@
+//! `[[tables]]`: one table of the pipeline, its input dialect, and the rules that tie its
+//! sections together (partitioning, output column names).
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::catalog::CatalogConfig;
+use super::column::ColumnConfig;
+use super::dedup::DedupConfig;
+use super::error::Invalid;
+use super::names::{is_snake_identifier, snake_case};
+use super::output::OutputConfig;
+use super::pii::PiiAction;
+use super::source::SourceConfig;
+use super::types::ColumnType;
+use super::warehouse::WarehouseConfig;
+
+/// Default null tokens: an empty field means "no value". `NULL` and `\N` are what MySQL and
+/// PostgreSQL dumps write; tables add them explicitly so a literal string "NULL" survives
+/// where it is data.
+fn default_null_tokens() -> Vec<String> {
+    vec![String::new()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_delimiter() -> char {
+    ','
+}
+fn default_quote() -> char {
+    '"'
+}
+
+/// Input format of a table's raw objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma- (or `delimiter`-) separated values with a header row by default.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// CSV dialect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Field delimiter, one ASCII character.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// Quote character, one ASCII character.
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    /// Whether the first record names the columns (matched to `columns` by name, in any order).
+    /// Without a header, fields map to `columns` by position.
+    #[serde(default = "yes")]
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: default_delimiter(),
+            quote: default_quote(),
+            header: true,
+        }
+    }
+}
+
+/// How bare epoch numbers in timestamp columns are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpochUnit {
+    /// Magnitude decides: below 10^11 seconds (before year 5138), else milliseconds.
+    #[default]
+    Auto,
+    Seconds,
+    Millis,
+}
+
+/// One table of the pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name: lower-case snake_case; names the `curated/`, `quarantine/` and
+    /// `manifests/` prefixes.
+    pub name: String,
+    /// The `raw/` key prefix this table owns, e.g. `raw/funnel/`; the longest matching prefix
+    /// among all tables picks the table for an object.
+    pub raw_prefix: String,
+    /// Input format.
+    pub format: InputFormat,
+    /// CSV dialect (ignored for JSON lines).
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// Field values that mean null, compared after trimming. Default: the empty string.
+    #[serde(default = "default_null_tokens")]
+    pub null_tokens: Vec<String>,
+    /// Trim ASCII whitespace around string values (other types are always trimmed).
+    #[serde(default = "yes")]
+    pub trim: bool,
+    /// Extra chrono formats for timestamps, tried after the built-in shapes
+    /// (`2019-10-01 00:00:00 UTC`, ISO-8601 with offset or `Z`, epoch seconds/millis).
+    /// Values without an offset are UTC.
+    #[serde(default)]
+    pub timestamp_formats: Vec<String>,
+    /// How bare epoch numbers are read.
+    #[serde(default)]
+    pub epoch_unit: EpochUnit,
+    /// The columns, in output order.
+    pub columns: Vec<ColumnConfig>,
+    /// Deduplication within each source object.
+    #[serde(default)]
+    pub dedup: Option<DedupConfig>,
+    /// The timestamp or date column whose year and month name the partitions.
+    pub partition_by: String,
+    /// Output layout.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Glue Data Catalog registration.
+    pub catalog: CatalogConfig,
+    /// Redshift target (used by the loader; parsed and validated here).
+    #[serde(default)]
+    pub warehouse: Option<WarehouseConfig>,
+    /// Where `extract` reads the table (used by the extractor; parsed and validated here).
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+}
+
+impl TableConfig {
+    /// The Glue table name.
+    pub fn catalog_table(&self) -> &str {
+        self.catalog.table.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The declared column called `name` (input name).
+    pub fn column(&self, name: &str) -> Option<&ColumnConfig> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The table's rules, its sections' included. Paths in errors are relative to the table.
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if !is_snake_identifier(&self.name) {
+            return Err(Invalid::at("name", format!("`{}` must be lower-case snake_case (letters, digits, _), starting with a letter", self.name)));
+        }
+        if !self.raw_prefix.starts_with("raw/") || !self.raw_prefix.ends_with('/') {
+            return Err(Invalid::at(
+                "raw_prefix",
+                format!(
+                    "`{}` must start with `raw/` and end with `/`",
+                    self.raw_prefix
+                ),
+            ));
+        }
+        self.csv.validate().map_err(|e| e.within("csv"))?;
+        self.validate_timestamp_formats()?;
+        self.validate_columns()?;
+        check_output_columns(self).map_err(|r| Invalid::at("columns", r))?;
+        self.validate_partition_by()?;
+        if let Some(d) = &self.dedup {
+            d.validate(self).map_err(|e| e.within("dedup"))?;
+        }
+        self.output.validate().map_err(|e| e.within("output"))?;
+        self.catalog.validate().map_err(|e| e.within("catalog"))?;
+        if let Some(w) = &self.warehouse {
+            w.validate().map_err(|e| e.within("warehouse"))?;
+        }
+        if let Some(s) = &self.source {
+            s.validate().map_err(|e| e.within("source"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_timestamp_formats(&self) -> Result<(), Invalid> {
+        for (j, f) in self.timestamp_formats.iter().enumerate() {
+            if chrono::format::StrftimeItems::new(f)
+                .any(|it| matches!(it, chrono::format::Item::Error))
+            {
+                return Err(Invalid::at(
+                    format!("timestamp_formats[{j}]"),
+                    format!("`{f}` is not a valid chrono format"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_columns(&self) -> Result<(), Invalid> {
+        if self.columns.is_empty() {
+            return Err(Invalid::at("columns", "at least one column is required"));
+        }
+        let mut inputs = HashSet::new();
+        for (j, c) in self.columns.iter().enumerate() {
+            let within = |e: Invalid| e.within(&format!("columns[{j}]"));
+            if !c.name.is_empty() && !inputs.insert(c.name.as_str()) {
+                return Err(within(Invalid::at(
+                    "name",
+                    format!("column `{}` is listed twice", c.name),
+                )));
+            }
+            c.validate(self).map_err(within)?;
+        }
+        Ok(())
+    }
+
+    fn validate_partition_by(&self) -> Result<(), Invalid> {
+        let reason = match self.column(&self.partition_by) {
+            Some(c) if matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => return Ok(()),
+            Some(_) => "must be a timestamp or date column",
+            None => "is not a column of the table",
+        };
+        Err(Invalid::at(
+            "partition_by",
+            format!("`{}` {reason}", self.partition_by),
+        ))
+    }
+}
+
+impl CsvOptions {
+    fn validate(&self) -> Result<(), Invalid> {
+        for (field, c) in [("delimiter", self.delimiter), ("quote", self.quote)] {
+            if !c.is_ascii() || c == '\n' || c == '\r' {
+                return Err(Invalid::at(
+                    field,
+                    format!("{c:?} must be one ASCII character other than a line break"),
+                ));
+            }
+        }
+        if self.delimiter == self.quote {
+            return Err(Invalid::at("quote", "must differ from the delimiter"));
+        }
+        Ok(())
+    }
+}
+
+/// The output-column rules: no two output columns with the same name, and none named like a
+/// partition key (`year`, `month`). The reason on failure.
+fn check_output_columns(t: &TableConfig) -> Result<(), String> {
+    let names = output_names(t);
+    let mut seen = HashSet::new();
+    for name in &names {
+        if !seen.insert(name.as_str()) {
+            return Err(format!(
+                "two output columns are both named `{name}` (use `rename`)"
+            ));
+        }
+        if name == "year" || name == "month" {
+            return Err(format!(
+                "output column `{name}` clashes with a partition key (use `rename`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The table's output column names in order, after JSON flattening and the PII rules (the
+/// names `transform::plan` gives its output columns).
+fn output_names(t: &TableConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &t.columns {
+        let base = c.output_name();
+        if c.ty == ColumnType::Json {
+            for f in &c.fields {
+                let name = format!("{base}_{}", snake_case(&f.path));
+                out.extend(after_pii(name, f.pii.as_ref().map(|r| r.action)));
+            }
+        } else {
+            out.extend(after_pii(base, c.pii.as_ref().map(|r| r.action)));
+        }
+    }
+    out
+}
+
+/// The output name of a value named `name` under a PII action (none when dropped).
+fn after_pii(name: String, action: Option<PiiAction>) -> Option<String> {
+    match action {
+        None => Some(name),
+        Some(PiiAction::Drop) => None,
+        Some(PiiAction::Hash) => Some(format!("{name}_hash")),
+        Some(PiiAction::Year) => Some(format!("{name}_year")),
+        Some(PiiAction::AgeBand) => Some(format!("{name}_age_band")),
+    }
+}

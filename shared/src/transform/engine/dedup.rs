@@ -1,0 +1,141 @@
+//! Deduplication within one object, by a 128-bit hash of the key values.
+//!
+//! Without an ordering column the first valid occurrence wins, in one pass with a set of key
+//! hashes. With one, pass 1 (`Pass::Index`) remembers per key hash the winning version and
+//! row number (a compact table, `keyset.rs`), and pass 2 (`Pass::Write`) writes only the
+//! winners. Either way memory grows with distinct keys, never with row width.
+
+use crate::config::TableConfig;
+use crate::transform::keyset::KeyTable;
+use crate::transform::plan::Plan;
+use crate::transform::values::Val;
+
+use super::scan::Pass;
+
+/// The row of a key that wins so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Winner {
+    version: i64,
+    row_no: u64,
+}
+
+enum Index {
+    None,
+    First(KeyTable<()>),
+    Latest(KeyTable<Winner>),
+}
+
+/// What the index says about a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The row goes on (to be written, or it is the index pass).
+    Keep,
+    /// Another row with the same key wins.
+    Duplicate,
+}
+
+/// The dedup index of one object, kept across its passes.
+pub(crate) struct Dedup {
+    index: Index,
+    /// The key values' canonical bytes, reused from row to row.
+    key_buf: Vec<u8>,
+}
+
+impl Dedup {
+    pub(crate) fn new(t: &TableConfig) -> Self {
+        let index = match &t.dedup {
+            None => Index::None,
+            Some(d) if d.order_by.is_none() => Index::First(KeyTable::new()),
+            Some(_) => Index::Latest(KeyTable::new()),
+        };
+        Self {
+            index,
+            key_buf: Vec::with_capacity(128),
+        }
+    }
+
+    /// Whether the object is read twice: once to find the latest versions, once to write.
+    pub(crate) fn needs_index_pass(&self) -> bool {
+        matches!(self.index, Index::Latest(_))
+    }
+
+    /// Looks the row up (and on the index pass, records it).
+    pub(crate) fn check(
+        &mut self,
+        plan: &Plan,
+        vals: &[Val<'_>],
+        pass: Pass,
+        row_no: u64,
+    ) -> Verdict {
+        if plan.key_slots.is_empty() {
+            return Verdict::Keep;
+        }
+        self.key_buf.clear();
+        for &s in &plan.key_slots {
+            canonical_bytes(&vals[s], &mut self.key_buf);
+            self.key_buf.push(0x1f);
+        }
+        let h = xxhash_rust::xxh3::xxh3_128(&self.key_buf);
+        match (&mut self.index, pass) {
+            (Index::None, _) => Verdict::Keep,
+            (Index::First(seen), _) => match seen.entry(h) {
+                (_, true) => Verdict::Duplicate,
+                (_, false) => Verdict::Keep,
+            },
+            (Index::Latest(map), Pass::Index) => {
+                let version = version(plan, vals);
+                let (e, present) = map.entry(h);
+                // Ties go to the later row: a re-sent change supersedes the earlier copy.
+                if !present || version >= e.version {
+                    *e = Winner { version, row_no };
+                }
+                Verdict::Keep
+            }
+            (Index::Latest(map), Pass::Write) => match map.get(h) {
+                Some(w) if w.row_no == row_no => Verdict::Keep,
+                _ => Verdict::Duplicate,
+            },
+        }
+    }
+}
+
+/// The row's version: its ordering value as an integer.
+fn version(plan: &Plan, vals: &[Val<'_>]) -> i64 {
+    match plan.order_slot.map(|s| &vals[s]) {
+        Some(Val::I64(v)) | Some(Val::Ts(v)) => *v,
+        Some(Val::Date(d)) => i64::from(*d),
+        _ => i64::MIN,
+    }
+}
+
+/// Bytes that identify a value for the dedup key (type-tagged, so `1` and `"1"` differ).
+fn canonical_bytes(v: &Val<'_>, out: &mut Vec<u8>) {
+    match v {
+        Val::Null => out.push(0),
+        Val::I64(x) | Val::Ts(x) => {
+            out.push(1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        Val::F64(x) => {
+            out.push(2);
+            out.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+        Val::Dec(x) => {
+            out.push(3);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        Val::Bool(b) => out.extend_from_slice(&[4, u8::from(*b)]),
+        Val::Str(s) => {
+            out.push(5);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Val::Bin(b) => {
+            out.push(6);
+            out.extend_from_slice(b);
+        }
+        Val::Date(d) => {
+            out.push(7);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+}

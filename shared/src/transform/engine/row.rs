@@ -1,0 +1,381 @@
+//! One record to typed values, in four steps: the record's own checks (size; a JSON object
+//! per line, or the header's number of CSV fields); one cell per input column (a CSV field or
+//! a JSON key); null tokens, size limits and JSON columns parsed; then one typed value per
+//! plan slot, with what the row must have (required values, a partition year and month, a
+//! dedup version). Anything wrong is a `RowError`, and the row goes to quarantine.
+//!
+//! The hot path: the buffers are reused across rows (no allocation per row for CSV input
+//! beyond what the values themselves need).
+
+use crate::config::InputFormat;
+use crate::transform::decode::{RawBatch, RawRec};
+use crate::transform::plan::Plan;
+use crate::transform::values::{self, parse_json, parse_text, Val};
+
+use super::writer::PartitionKey;
+use super::EngineJob;
+
+/// What became of one row.
+pub(crate) enum RowOutcome {
+    /// Written to its partition (on the index pass: valid, and its version recorded).
+    Written,
+    /// Another row of the object has the same key and wins.
+    Duplicate,
+    /// Rejected: it goes to the quarantine file.
+    Quarantined(RowError),
+}
+
+/// Why a row was rejected.
+#[derive(Debug)]
+pub(crate) struct RowError {
+    /// The column at fault, if one is.
+    pub column: Option<String>,
+    pub reason: String,
+}
+
+impl RowError {
+    fn row(reason: String) -> Self {
+        Self {
+            column: None,
+            reason,
+        }
+    }
+
+    fn col(column: &str, reason: String) -> Self {
+        Self {
+            column: Some(column.to_string()),
+            reason,
+        }
+    }
+}
+
+/// Where each input column is in a CSV record, from the header (or by position).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FieldMap {
+    /// Input column → field index in the CSV record (None: the header lacks it).
+    pub field_of_input: Vec<Option<usize>>,
+    /// Fields every CSV record must have.
+    pub expected_fields: Option<usize>,
+}
+
+/// The JSON documents a row owns: the JSON-lines object, and the parsed object of each JSON
+/// column. The row's values borrow from them.
+#[derive(Default)]
+pub(crate) struct RowDocs {
+    row: Option<serde_json::Value>,
+    cols: Vec<Option<serde_json::Value>>,
+}
+
+/// One input field of a row: text (CSV, or a JSON string), a JSON value, or nothing.
+enum Cell<'c> {
+    Missing,
+    Text(&'c [u8]),
+    Json(&'c serde_json::Value),
+}
+
+/// A valid row: one value per plan slot, and the partition it belongs to.
+pub(crate) struct Row<'r> {
+    pub vals: Vec<Val<'r>>,
+    pub partition: PartitionKey,
+}
+
+/// Reads records into `Row`s, reusing its buffers from row to row.
+pub(crate) struct RowReader<'a> {
+    plan: &'a Plan,
+    format: InputFormat,
+    max_field_bytes: usize,
+    max_record_bytes: usize,
+    pub fields: FieldMap,
+    cells: Vec<Cell<'static>>,
+    cell_null: Vec<bool>,
+    vals: Vec<Val<'static>>,
+}
+
+impl<'a> RowReader<'a> {
+    pub(crate) fn new(job: &'a EngineJob<'a>, fields: FieldMap) -> Self {
+        let o = &job.table.output;
+        Self {
+            plan: job.plan,
+            format: job.table.format,
+            max_field_bytes: o.max_field_bytes,
+            max_record_bytes: o.max_record_bytes,
+            fields,
+            cells: Vec::new(),
+            cell_null: Vec::new(),
+            vals: Vec::new(),
+        }
+    }
+
+    /// Reads one record. `docs` holds the JSON the values may borrow.
+    pub(crate) fn read<'r>(
+        &mut self,
+        batch: &'r RawBatch,
+        rec: &'r RawRec,
+        docs: &'r mut RowDocs,
+    ) -> Result<Row<'r>, RowError> {
+        let mut vals = recycle_vals(std::mem::take(&mut self.vals));
+        match self.read_into(batch, rec, docs, &mut vals) {
+            Ok(partition) => Ok(Row { vals, partition }),
+            Err(e) => {
+                self.vals = recycle_vals(vals);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands a row's buffer back for the next row.
+    pub(crate) fn recycle(&mut self, row: Row<'_>) {
+        self.vals = recycle_vals(row.vals);
+    }
+
+    fn read_into<'r>(
+        &mut self,
+        batch: &'r RawBatch,
+        rec: &'r RawRec,
+        docs: &'r mut RowDocs,
+        vals: &mut Vec<Val<'r>>,
+    ) -> Result<PartitionKey, RowError> {
+        if rec.oversize {
+            return Err(RowError::row(format!(
+                "record is {} bytes, over max_record_bytes ({})",
+                rec.total_bytes, self.max_record_bytes
+            )));
+        }
+        let RowDocs { row, cols } = docs;
+        *row = self.row_doc(batch, rec)?;
+        let row: &'r Option<serde_json::Value> = row;
+        // The Vecs' allocations are reused across rows (taken here, handed back below).
+        let mut cells = recycle_cells(std::mem::take(&mut self.cells));
+        let mut cell_null = std::mem::take(&mut self.cell_null);
+        self.fill_cells(batch, rec, row.as_ref(), &mut cells);
+        let res = match self.nulls_and_json_columns(&cells, &mut cell_null, cols) {
+            Ok(()) => self.typed_values(&cells, &cell_null, cols, vals),
+            Err(e) => Err(e),
+        };
+        self.cells = recycle_cells(cells);
+        self.cell_null = cell_null;
+        res?;
+        let partition = partition_of(self.plan, vals)?;
+        check_order_value(self.plan, vals)?;
+        Ok(partition)
+    }
+
+    /// JSON lines: the row's object. CSV: checks the number of fields.
+    fn row_doc(
+        &self,
+        batch: &RawBatch,
+        rec: &RawRec,
+    ) -> Result<Option<serde_json::Value>, RowError> {
+        match self.format {
+            InputFormat::Jsonl => {
+                let v: serde_json::Value = serde_json::from_slice(batch.bytes(rec))
+                    .map_err(|e| RowError::row(format!("bad JSON: {e}")))?;
+                if !v.is_object() {
+                    return Err(RowError::row(format!(
+                        "expected a JSON object, found a {}",
+                        values::json_kind(&v)
+                    )));
+                }
+                Ok(Some(v))
+            }
+            InputFormat::Csv => match self.fields.expected_fields {
+                Some(n) if rec.nfields != n => Err(RowError::row(format!(
+                    "expected {n} fields, found {}",
+                    rec.nfields
+                ))),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// One cell per input column: raw text (CSV, or a JSON string) or a JSON value.
+    fn fill_cells<'r>(
+        &self,
+        batch: &'r RawBatch,
+        rec: &'r RawRec,
+        row_doc: Option<&'r serde_json::Value>,
+        cells: &mut Vec<Cell<'r>>,
+    ) {
+        cells.extend(
+            self.plan
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, inp)| match row_doc {
+                    Some(doc) => match doc.get(&inp.name) {
+                        None | Some(serde_json::Value::Null) => Cell::Missing,
+                        Some(serde_json::Value::String(s)) => Cell::Text(s.as_bytes()),
+                        Some(v) => Cell::Json(v),
+                    },
+                    None => match self.fields.field_of_input.get(i).copied().flatten() {
+                        Some(j) => Cell::Text(batch.field(rec, j)),
+                        None => Cell::Missing,
+                    },
+                }),
+        );
+    }
+
+    /// Marks null cells (missing, or a null token), refuses oversize fields, and parses each
+    /// JSON column's object into `cols`.
+    fn nulls_and_json_columns(
+        &self,
+        cells: &[Cell<'_>],
+        cell_null: &mut Vec<bool>,
+        cols: &mut Vec<Option<serde_json::Value>>,
+    ) -> Result<(), RowError> {
+        let max_field = self.max_field_bytes;
+        cell_null.clear();
+        cell_null.resize(cells.len(), false);
+        for (i, (inp, cell)) in self.plan.inputs.iter().zip(cells).enumerate() {
+            match cell {
+                Cell::Missing => cell_null[i] = true,
+                Cell::Text(b) => {
+                    if b.len() > max_field {
+                        return Err(too_big(&inp.name, b.len(), max_field));
+                    }
+                    let tb = values::trim_ascii(b);
+                    if inp.null_tokens.iter().any(|n| n.as_slice() == tb) {
+                        cell_null[i] = true;
+                    }
+                }
+                Cell::Json(_) => {}
+            }
+            if inp.is_json {
+                cols.push(json_column(&inp.name, cell, cell_null[i])?);
+            }
+        }
+        Ok(())
+    }
+
+    /// One typed value per slot. The hottest loop of the engine: kept in one piece, with the
+    /// per-slot lookups inline.
+    fn typed_values<'r>(
+        &self,
+        cells: &[Cell<'r>],
+        cell_null: &[bool],
+        cols: &'r [Option<serde_json::Value>],
+        vals: &mut Vec<Val<'r>>,
+    ) -> Result<(), RowError> {
+        let plan = self.plan;
+        let max_field = self.max_field_bytes;
+        for slot in &plan.slots {
+            let inp = &plan.inputs[slot.input];
+            let v = if cell_null[slot.input] {
+                Val::Null
+            } else if inp.is_json {
+                let mut cur = cols[inp.json_index].as_ref();
+                for p in &slot.json_path {
+                    cur = cur.and_then(|c| c.get(p));
+                }
+                match cur {
+                    None => Val::Null,
+                    Some(serde_json::Value::String(s)) if s.len() > max_field => {
+                        return Err(too_big(&slot.name, s.len(), max_field));
+                    }
+                    Some(v) => parse_json(v, slot.ty, &plan.parse)
+                        .map_err(|r| RowError::col(&slot.name, r))?,
+                }
+            } else {
+                match &cells[slot.input] {
+                    Cell::Text(b) => {
+                        let b: &'r [u8] = b;
+                        let b = if inp.trim { values::trim_ascii(b) } else { b };
+                        parse_text(b, slot.ty, &plan.parse)
+                            .map_err(|r| RowError::col(&slot.name, r))?
+                    }
+                    Cell::Json(v) => parse_json(v, slot.ty, &plan.parse)
+                        .map_err(|r| RowError::col(&slot.name, r))?,
+                    Cell::Missing => Val::Null,
+                }
+            };
+            if matches!(v, Val::Null) && slot.required {
+                return Err(RowError::col(
+                    &slot.name,
+                    "required value is missing".into(),
+                ));
+            }
+            vals.push(v);
+        }
+        Ok(())
+    }
+}
+
+fn too_big(column: &str, len: usize, max_field: usize) -> RowError {
+    RowError::col(
+        column,
+        format!("field is {len} bytes, over max_field_bytes ({max_field})"),
+    )
+}
+
+/// A JSON column's object: parsed from text, or the JSON-lines value itself.
+fn json_column(
+    name: &str,
+    cell: &Cell<'_>,
+    null: bool,
+) -> Result<Option<serde_json::Value>, RowError> {
+    let doc = match (cell, null) {
+        (_, true) => None,
+        (Cell::Text(b), false) => Some(
+            serde_json::from_slice::<serde_json::Value>(b)
+                .map_err(|e| RowError::col(name, format!("bad JSON: {e}")))?,
+        ),
+        (Cell::Json(v), false) => Some((*v).clone()),
+        (Cell::Missing, false) => None,
+    };
+    match &doc {
+        Some(d) if !d.is_object() => Err(RowError::col(
+            name,
+            format!("expected a JSON object, found a {}", values::json_kind(d)),
+        )),
+        _ => Ok(doc),
+    }
+}
+
+/// The row's partition, from its partition column.
+fn partition_of(plan: &Plan, vals: &[Val<'_>]) -> Result<PartitionKey, RowError> {
+    let column = || &plan.slots[plan.partition_slot].name;
+    let (year, month) = match &vals[plan.partition_slot] {
+        Val::Ts(us) => values::ts_year_month(*us),
+        Val::Date(d) => {
+            let (y, m, _) = values::date_ymd(i64::from(*d));
+            (y, m)
+        }
+        _ => {
+            return Err(RowError::col(
+                column(),
+                "partition column is missing, so the row has no year/month".into(),
+            ))
+        }
+    };
+    if !(1..=9999).contains(&year) {
+        return Err(RowError::col(
+            column(),
+            format!("year {year} is outside 0001-9999"),
+        ));
+    }
+    Ok(PartitionKey { year, month })
+}
+
+/// With a dedup ordering column, a row without a version cannot be placed.
+fn check_order_value(plan: &Plan, vals: &[Val<'_>]) -> Result<(), RowError> {
+    match plan.order_slot {
+        Some(o) if matches!(vals[o], Val::Null) => Err(RowError::col(
+            &plan.slots[o].name,
+            "the dedup ordering value is missing, so the row's version is unknown".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Cells or values of one row borrow from that row's batch; their empty Vecs go back into
+/// the reader so the next row reuses the allocation (collecting an emptied `IntoIter` into a
+/// Vec of the same layout reuses the buffer).
+fn recycle_cells<'b>(mut v: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Cell::Missing).collect()
+}
+
+fn recycle_vals<'b>(mut v: Vec<Val<'_>>) -> Vec<Val<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Val::Null).collect()
+}
