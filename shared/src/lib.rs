@@ -9,4 +9,6 @@ pub mod lambda;
 pub mod metrics;
 pub mod schema;
 pub mod secrets;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod transform;

@@ -412,7 +412,6 @@ async fn clients_honour_service_specific_endpoints() {
     std::env::remove_var("SLUICE_LAKE");
     let e = sluice::lambda::required_lake_from_env(&clients)
         .await
-        .err()
-        .expect("missing SLUICE_LAKE is an error");
+        .expect_err("missing SLUICE_LAKE is an error");
     assert!(e.to_string().contains("SLUICE_LAKE is not set"), "{e}");
 }

@@ -9,9 +9,8 @@ use super::catalog::CatalogConfig;
 use super::column::ColumnConfig;
 use super::dedup::DedupConfig;
 use super::error::Invalid;
-use super::names::{is_snake_identifier, snake_case};
+use super::names::is_snake_identifier;
 use super::output::OutputConfig;
-use super::pii::PiiAction;
 use super::source::SourceConfig;
 use super::types::ColumnType;
 use super::warehouse::WarehouseConfig;
@@ -144,7 +143,8 @@ impl TableConfig {
         if !is_snake_identifier(&self.name) {
             return Err(Invalid::at("name", format!("`{}` must be lower-case snake_case (letters, digits, _), starting with a letter", self.name)));
         }
-        if !self.raw_prefix.starts_with("raw/") || !self.raw_prefix.ends_with('/') {
+        if !self.raw_prefix.starts_with(crate::lake::layout::RAW) || !self.raw_prefix.ends_with('/')
+        {
             return Err(Invalid::at(
                 "raw_prefix",
                 format!(
@@ -237,48 +237,7 @@ impl CsvOptions {
 /// The output-column rules: no two output columns with the same name, and none named like a
 /// partition key (`year`, `month`). The reason on failure.
 fn check_output_columns(t: &TableConfig) -> Result<(), String> {
-    let names = output_names(t);
-    let mut seen = HashSet::new();
-    for name in &names {
-        if !seen.insert(name.as_str()) {
-            return Err(format!(
-                "two output columns are both named `{name}` (use `rename`)"
-            ));
-        }
-        if name == "year" || name == "month" {
-            return Err(format!(
-                "output column `{name}` clashes with a partition key (use `rename`)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The table's output column names in order, after JSON flattening and the PII rules (the
-/// names `transform::plan` gives its output columns).
-fn output_names(t: &TableConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in &t.columns {
-        let base = c.output_name();
-        if c.ty == ColumnType::Json {
-            for f in &c.fields {
-                let name = format!("{base}_{}", snake_case(&f.path));
-                out.extend(after_pii(name, f.pii.as_ref().map(|r| r.action)));
-            }
-        } else {
-            out.extend(after_pii(base, c.pii.as_ref().map(|r| r.action)));
-        }
-    }
-    out
-}
-
-/// The output name of a value named `name` under a PII action (none when dropped).
-fn after_pii(name: String, action: Option<PiiAction>) -> Option<String> {
-    match action {
-        None => Some(name),
-        Some(PiiAction::Drop) => None,
-        Some(PiiAction::Hash) => Some(format!("{name}_hash")),
-        Some(PiiAction::Year) => Some(format!("{name}_year")),
-        Some(PiiAction::AgeBand) => Some(format!("{name}_age_band")),
-    }
+    // The rules live with the output schema, which the plan, the catalog and the manifest
+    // also read: one copy.
+    crate::schema::output_columns(t).map(|_| ())
 }

@@ -279,13 +279,7 @@ impl Transformer {
         catalog.add_partitions(&def, &specs).await?;
 
         // 5. The manifest, last.
-        let c = out.counts;
-        let counts = RowCounts {
-            rows_read: c.rows_read,
-            rows_written: c.rows_written,
-            rows_duplicate: c.rows_duplicate,
-            rows_quarantined: c.rows_quarantined,
-        };
+        let counts: RowCounts = out.counts;
         let manifest = Manifest {
             version: manifest::MANIFEST_VERSION,
             table: table.name.clone(),

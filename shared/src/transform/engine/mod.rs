@@ -23,8 +23,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::TableConfig;
 use crate::secrets::HashKey;
 
@@ -37,14 +35,8 @@ use scan::{Pass, Scan};
 pub(crate) use input::ProgressFn;
 pub(crate) use writer::LocalFile;
 
-/// Row counts; they always balance: read = written + duplicates + quarantined.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub rows_read: u64,
-    pub rows_written: u64,
-    pub rows_duplicate: u64,
-    pub rows_quarantined: u64,
-}
+/// Row counts: the manifest's type, so what the engine counts is what the loader reconciles.
+pub use crate::lake::manifest::RowCounts as Counts;
 
 #[derive(Debug)]
 pub(crate) struct EngineOutput {

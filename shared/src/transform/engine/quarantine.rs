@@ -6,27 +6,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::config::{InputFormat, TableConfig};
+use crate::lake::quarantine::QuarantineRecord;
 use crate::transform::decode::{RawBatch, RawRec};
 use crate::transform::TransformError;
 
 use super::row::RowError;
 use super::EngineJob;
-
-/// A quarantine record: enough to find, understand and replay the row. Kept private here so
-/// it can give way to the lake's shared record type.
-#[derive(Debug, Serialize)]
-struct QuarantineRecord<'a> {
-    object: &'a str,
-    line: u64,
-    column: Option<&'a str>,
-    reason: &'a str,
-    raw: Cow<'a, str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    raw_truncated: bool,
-}
 
 /// The quarantine file of one object, written in the work directory.
 pub(crate) struct Quarantine<'a> {
@@ -60,12 +46,14 @@ impl<'a> Quarantine<'a> {
         rec: &RawRec,
         e: &RowError,
     ) -> Result<(), TransformError> {
+        // The lake's one record type; a rejected row is rare enough that owning its text costs
+        // nothing that shows.
         let q = QuarantineRecord {
-            object: self.source_key,
+            object: self.source_key.to_string(),
             line: batch.start_line(rec, self.table.format),
-            column: e.column.as_deref(),
-            reason: &e.reason,
-            raw: self.raw(batch, rec),
+            column: e.column.clone(),
+            reason: e.reason.clone(),
+            raw: self.raw(batch, rec).into_owned(),
             raw_truncated: rec.oversize,
         };
         if self.file.is_none() {
@@ -75,9 +63,7 @@ impl<'a> Quarantine<'a> {
         let Some(w) = self.file.as_mut() else {
             return Err(TransformError::Internal("quarantine writer".into()));
         };
-        let res = serde_json::to_writer(&mut *w, &q)
-            .map_err(std::io::Error::from)
-            .and_then(|()| w.write_all(b"\n"));
+        let res = w.write_all(&q.to_json_line());
         res.map_err(|e| self.io(e))
     }
 

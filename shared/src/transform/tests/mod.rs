@@ -5,8 +5,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -64,30 +62,10 @@ async fn rows(l: &Lake, table: &str) -> Vec<String> {
             .build()
             .expect("reader");
         for batch in reader {
-            out.extend(render(&batch.expect("batch")));
+            out.extend(crate::testing::render_rows(&batch.expect("batch")));
         }
     }
     out
-}
-
-fn render(b: &RecordBatch) -> Vec<String> {
-    let opts = FormatOptions::default().with_null("∅");
-    let fmts: Vec<_> = b
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt"))
-        .collect();
-    (0..b.num_rows())
-        .map(|r| {
-            b.schema()
-                .fields()
-                .iter()
-                .zip(&fmts)
-                .map(|(f, x)| format!("{}={}", f.name(), x.value(r)))
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
 }
 
 async fn quarantine(l: &Lake, s: &TransformSummary) -> Vec<serde_json::Value> {
