@@ -9,6 +9,8 @@
 #   SKIP_4M=1          skip the extra run of ours on 4,000,000 rows (peak RSS at twice the input)
 #   SKIP_OURS=1        peers only (e.g. while the CLI is not built yet)
 #   SLUICE_BIN=PATH    measure this sluice binary instead of building target/release/sluice
+#   SLUICE_BIN_BEFORE=PATH  also measure this (older) sluice binary, alternating with ours in
+#                      every round on the same file: a before/after comparison of a change
 #   SLUICE_BENCH_DIR   where gen_funnel.py and the peer_*.py scripts are (default: ../shared/bench)
 #   CARGO_TARGET_DIR   honoured when building and locating target/release/sluice
 #
@@ -106,7 +108,7 @@ run_timed() {
     rm -f "$tf"
     RSS_MB=$((RSS_KB / 1024))
     CPU="${CPU%\%}"
-    if [ "$name" = ours ]; then
+    if [ "$name" = ours ] || [ "$name" = before ]; then
         ROWS_OUT="$(grep -oE 'rows_(out|written)=[0-9]*' "$log" | tail -n 1 | cut -d= -f2 || true)"
     else
         ROWS_OUT="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | tr -dc '0-9')"
@@ -117,13 +119,13 @@ run_timed() {
 
 # A fresh lake per run: the CSV copied under raw/funnel/ (the copy is not timed).
 run_ours() {
-    local csv="$1" lake="$OUT/lake"
+    local csv="$1" bin="${2:-$SLUICE}" name="${3:-ours}" lake="$OUT/lake"
     rm -rf "$lake"
     mkdir -p "$lake/raw/funnel"
     cp "$csv" "$lake/raw/funnel/funnel.csv"
     # One worker thread, as DuckDB threads=1 (the CLI's runtime honours these where it uses them).
-    TOKIO_WORKER_THREADS=1 RAYON_NUM_THREADS=1 run_timed ours "$OUT/ours.log" \
-        "$SLUICE" transform --pipeline examples/pipeline.toml --hash-key-file "$OUT/hash.key" \
+    TOKIO_WORKER_THREADS=1 RAYON_NUM_THREADS=1 run_timed "$name" "$OUT/$name.log" \
+        "$bin" transform --pipeline examples/pipeline.toml --hash-key-file "$OUT/hash.key" \
         --lake "$lake" raw/funnel/funnel.csv
 }
 
@@ -139,6 +141,10 @@ record() {
 
 TOOLS=()
 [ -n "$SLUICE" ] && TOOLS+=(ours)
+if [ -n "${SLUICE_BIN_BEFORE:-}" ]; then
+    [ -x "$SLUICE_BIN_BEFORE" ] || die "SLUICE_BIN_BEFORE=$SLUICE_BIN_BEFORE is not an executable"
+    TOOLS+=(before)
+fi
 TOOLS+=(duckdb-1 duckdb-2 pyarrow)
 FAILED_RUNS=()
 for round in $(seq 1 "$REPEAT"); do
@@ -146,6 +152,7 @@ for round in $(seq 1 "$REPEAT"); do
     for tool in "${TOOLS[@]}"; do
         case "$tool" in
             ours) run_ours "$CSV" ;;
+            before) run_ours "$CSV" "$SLUICE_BIN_BEFORE" before ;;
             duckdb-1) run_timed "$tool" "$OUT/$tool.log" python3 "$BENCH_DIR/peer_duckdb.py" "$CSV" "$OUT/peer-duckdb" 1 ;;
             duckdb-2) run_timed "$tool" "$OUT/$tool.log" python3 "$BENCH_DIR/peer_duckdb.py" "$CSV" "$OUT/peer-duckdb" 2 ;;
             pyarrow) run_timed "$tool" "$OUT/$tool.log" python3 "$BENCH_DIR/peer_pyarrow.py" "$CSV" "$OUT/peer-pyarrow" ;;
@@ -175,6 +182,7 @@ for tool in "${TOOLS[@]}"; do
     label="$tool"
     case "$tool" in
         ours) label="ours (sluice)" ;;
+        before) label="ours, before (sluice)" ;;
         duckdb-1) label="duckdb threads=1" ;;
         duckdb-2) label="duckdb threads=2" ;;
         pyarrow) label="pyarrow+pandas" ;;

@@ -165,7 +165,13 @@ impl Partitions {
 
     /// Writes the rows of the partition holding the most.
     fn flush_largest(&mut self) -> Result<(), TransformError> {
-        let k = self.map.iter().max_by_key(|(_, p)| p.rows).map(|(k, _)| *k);
+        // Ties go to the earliest partition, not to the hash map's order (random per process):
+        // the same object always splits into the same part files.
+        let k = self
+            .map
+            .iter()
+            .max_by_key(|(k, p)| (p.rows, std::cmp::Reverse(**k)))
+            .map(|(k, _)| *k);
         match k {
             Some(k) => self.flush(k),
             None => Ok(()),
@@ -264,11 +270,13 @@ impl Partitions {
         if total <= self.limits.buffer_budget_bytes {
             return Ok(());
         }
+        // Ties broken by partition, as in `flush_largest`: row groups fall the same every run.
         match self
             .map
-            .values_mut()
-            .filter_map(|p| p.file.as_mut())
-            .max_by_key(|f| f.in_progress_size())
+            .iter_mut()
+            .filter_map(|(k, p)| p.file.as_mut().map(|f| (*k, f)))
+            .max_by_key(|(k, f)| (f.in_progress_size(), std::cmp::Reverse(*k)))
+            .map(|(_, f)| f)
         {
             Some(f) => f.flush_row_group(),
             None => Ok(()),
