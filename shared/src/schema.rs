@@ -113,7 +113,6 @@ fn values(t: &TableConfig) -> Vec<Value<'_>> {
 /// The output columns of a table, in file order. Fails when two share a name or one clashes
 /// with a partition key; the message says which and what to do.
 pub fn output_columns(t: &TableConfig) -> Result<Vec<OutputColumn>, String> {
-    let required_input = |name: &str| t.columns.iter().any(|c| c.name == name && c.required);
     let mut outs = Vec::new();
     for v in values(t) {
         let (name, ty, derive) = match v.pii.map(|r| (r.action, r)) {
@@ -130,7 +129,9 @@ pub fn output_columns(t: &TableConfig) -> Result<Vec<OutputColumn>, String> {
                     .as_of
                     .clone()
                     .ok_or_else(|| format!("`{}`: age_band needs as_of", v.name))?;
-                let nullable = !(v.required && required_input(&as_of));
+                // Always nullable: a date of birth after its `as_of` date has no age and is
+                // written as null, even when both columns are required.
+                let nullable = true;
                 let derive = Derive::AgeBand {
                     as_of,
                     band_years: r.band_years.unwrap_or(DEFAULT_BAND_YEARS),
@@ -268,7 +269,7 @@ fields = [
         let expect = [
             ("person_id", "bigint", false),
             ("email_hash", "string", true),
-            ("born_age_band", "string", false),
+            ("born_age_band", "string", true),
             ("seen_at", "timestamp", false),
             ("address_geo_lat", "double", true),
         ];

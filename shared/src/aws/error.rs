@@ -30,7 +30,6 @@ pub fn is_retryable_code(code: &str) -> bool {
             | "RequestLimitExceeded"
             | "TooManyRequestsException"
             | "ProvisionedThroughputExceededException"
-            | "LimitExceededException"
             // Transient service-side failures.
             | "RequestTimeout"
             | "RequestTimeoutException"
@@ -118,6 +117,8 @@ mod tests {
             "AccessDenied",
             "EntityNotFoundException",
             "ValidationException",
+            // A quota (Secrets Manager, Kinesis control plane): waiting does not lift it.
+            "LimitExceededException",
         ] {
             assert!(!is_retryable_code(c), "{c}");
         }

@@ -227,7 +227,11 @@ mod tests {
             collect_rs(&root.join(dir), &mut files);
         }
         assert!(files.len() > 10, "found only {} source files", files.len());
-        let needles: Vec<String> = PREFIXES.iter().map(|p| format!("\"{p}")).collect();
+        // A prefix at the start of a literal (`"curated/…"`) or after a bucket (`…/curated/…`).
+        let needles: Vec<String> = PREFIXES
+            .iter()
+            .flat_map(|p| [format!("\"{p}"), format!("/{p}")])
+            .collect();
         let mut found = Vec::new();
         for f in &files {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");

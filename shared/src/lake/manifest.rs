@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 /// readers refuse any other version instead of guessing.
 pub const MANIFEST_VERSION: u32 = 2;
 
+/// Versions whose file list [`Manifest::file_keys`] can read: version 1 (before the columns
+/// and ETags) listed `files[].key` the same way.
+const FILE_KEYS_VERSIONS: std::ops::RangeInclusive<u64> = 1..=2;
+
 /// One output column, in the order of the Parquet files' columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestColumn {
@@ -33,8 +37,10 @@ pub struct ManifestFile {
     pub month: String,
     pub rows: u64,
     pub bytes: u64,
-    /// ETag of the file as written, quotes stripped (None when the store reports none), so the
-    /// loader can tell the file it loads is the file this manifest describes.
+    /// ETag of the file as written, quotes stripped (None when the store reports none): an
+    /// opaque identity of this write, so the loader can tell the file it loads is the one this
+    /// manifest describes (compare with HeadObject). Not a content checksum: S3 multipart
+    /// uploads give `<md5 of the parts' md5s>-<parts>`, the local store size and mtime.
     pub etag: Option<String>,
 }
 
@@ -118,9 +124,40 @@ impl Manifest {
     }
 
     /// The JSON the transform writes (pretty, for people reading the lake).
-    pub fn to_json(&self) -> Vec<u8> {
-        // A struct of strings and integers always serialises.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
+    }
+
+    /// The file keys of a manifest of this or an earlier version: all a re-run of the transform
+    /// needs to delete the files the previous run wrote and this one did not. Lenient on
+    /// purpose, so files written before an upgrade are still cleaned up.
+    pub fn file_keys(bytes: &[u8], key: &str) -> Result<Vec<String>, ManifestError> {
+        #[derive(Deserialize)]
+        struct File {
+            key: String,
+        }
+        #[derive(Deserialize)]
+        struct Files {
+            version: Option<u64>,
+            files: Vec<File>,
+        }
+        let f: Files = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        match f.version {
+            Some(v) if FILE_KEYS_VERSIONS.contains(&v) => {
+                Ok(f.files.into_iter().map(|f| f.key).collect())
+            }
+            Some(found) => Err(ManifestError::UnknownVersion {
+                key: key.to_string(),
+                found,
+            }),
+            None => Err(ManifestError::Malformed {
+                key: key.to_string(),
+                reason: "no `version` field".into(),
+            }),
+        }
     }
 
     /// Rows in the listed files: what the loader must find in the warehouse.
@@ -166,7 +203,7 @@ mod tests {
     #[test]
     fn round_trips_with_counts_at_top_level() {
         let m = sample();
-        let json = m.to_json();
+        let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["rows_written"], 3);
         assert_eq!(v["files"][0]["etag"], "abc");
@@ -176,7 +213,8 @@ mod tests {
 
     #[test]
     fn unknown_or_missing_version_is_refused_by_name() {
-        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
         v["version"] = 1.into();
         let e = Manifest::from_json(v.to_string().as_bytes(), "manifests/t/x.json").unwrap_err();
         assert!(matches!(e, ManifestError::UnknownVersion { found: 1, .. }));
@@ -193,7 +231,31 @@ mod tests {
     fn unbalanced_counts_are_refused() {
         let mut m = sample();
         m.counts.rows_read = 9;
-        let e = Manifest::from_json(&m.to_json(), "k").unwrap_err();
+        let e = Manifest::from_json(&m.to_json().unwrap(), "k").unwrap_err();
         assert!(e.to_string().contains("do not balance"), "{e}");
+    }
+
+    #[test]
+    fn file_keys_read_version_1_and_2_only() {
+        let v1 = br#"{"version": 1, "table": "t", "source_key": "raw/t/a.csv", "source_etag": null,
+            "source_bytes": 1, "files": [{"key": "curated/t/year=2024/month=01/a-0-00000.parquet",
+            "year": "2024", "month": "01", "rows": 1, "bytes": 9}],
+            "rows_read": 1, "rows_written": 1, "rows_duplicate": 0, "rows_quarantined": 0,
+            "quarantine_key": null}"#;
+        assert_eq!(
+            Manifest::file_keys(v1, "k").unwrap(),
+            vec!["curated/t/year=2024/month=01/a-0-00000.parquet".to_string()]
+        );
+        assert!(
+            Manifest::from_json(v1, "k").is_err(),
+            "the loader still refuses v1"
+        );
+        let v2 = sample().to_json().unwrap();
+        assert_eq!(Manifest::file_keys(&v2, "k").unwrap().len(), 1);
+        let v9 = br#"{"version": 9, "files": []}"#;
+        assert!(matches!(
+            Manifest::file_keys(v9, "k"),
+            Err(ManifestError::UnknownVersion { found: 9, .. })
+        ));
     }
 }

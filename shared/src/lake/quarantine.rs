@@ -24,11 +24,10 @@ pub struct QuarantineRecord {
 
 impl QuarantineRecord {
     /// The record as one JSON line, newline included.
-    pub fn to_json_line(&self) -> Vec<u8> {
-        // Strings and an integer always serialise.
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
+    pub fn to_json_line(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut line = serde_json::to_vec(self)?;
         line.push(b'\n');
-        line
+        Ok(line)
     }
 }
 
@@ -46,7 +45,7 @@ mod tests {
             raw: "1,x\n".into(),
             raw_truncated: false,
         };
-        let line = r.to_json_line();
+        let line = r.to_json_line().unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let back: QuarantineRecord = serde_json::from_slice(&line).unwrap();

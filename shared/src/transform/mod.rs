@@ -174,10 +174,13 @@ impl Transformer {
                     raw: String::new(),
                     raw_truncated: false,
                 };
+                let line = record
+                    .to_json_line()
+                    .map_err(|e| TransformError::Internal(format!("quarantine record: {e}")))?;
                 store
                     .put(
                         &layout.quarantine_key,
-                        Bytes::from(record.to_json_line()),
+                        Bytes::from(line),
                         PutMode::Overwrite,
                     )
                     .await?;
@@ -246,11 +249,11 @@ impl Transformer {
         // 3. Stale files of a previous run of this key.
         let mut stale_files_deleted = 0;
         match store.get_bytes(&layout.manifest_key).await {
-            Ok(b) => match Manifest::from_json(&b, &layout.manifest_key) {
+            Ok(b) => match Manifest::file_keys(&b, &layout.manifest_key) {
                 Ok(prev) => {
                     let now: BTreeSet<&str> = files.iter().map(|f| f.key.as_str()).collect();
-                    for f in prev.files.iter().filter(|f| !now.contains(f.key.as_str())) {
-                        store.delete(&f.key).await?;
+                    for k in prev.iter().filter(|k| !now.contains(k.as_str())) {
+                        store.delete(k).await?;
                         stale_files_deleted += 1;
                     }
                 }
@@ -291,12 +294,11 @@ impl Transformer {
             counts,
             quarantine_key: quarantine_key.clone(),
         };
+        let body = manifest
+            .to_json()
+            .map_err(|e| TransformError::Internal(format!("manifest: {e}")))?;
         store
-            .put(
-                &layout.manifest_key,
-                Bytes::from(manifest.to_json()),
-                PutMode::Overwrite,
-            )
+            .put(&layout.manifest_key, Bytes::from(body), PutMode::Overwrite)
             .await?;
 
         let summary = TransformSummary {
@@ -325,7 +327,9 @@ impl Transformer {
             files = summary.files.len(),
             partitions = summary.partitions.len(),
             stale_files_deleted,
-            unknown_columns = ?summary.unknown_columns,
+            // Names only counted: a headerless file read with `header = true` would log its
+            // first row as "column names", and rows may hold PII.
+            unknown_columns = summary.unknown_columns.len(),
             missing_columns = ?summary.missing_columns,
             duration_ms = summary.duration_ms,
             "transformed"

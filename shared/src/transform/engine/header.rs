@@ -107,8 +107,12 @@ fn find_field(names: &[String], name: &str) -> Option<usize> {
     if exact.is_some() || is_builtin_column(name) {
         return exact;
     }
+    // A reserved `_` field belongs to its built-in column alone: a user column `lsn` must not
+    // read `_lsn` through the snake_case fallback.
     let norm = snake_case(name);
-    names.iter().position(|n| snake_case(n) == norm)
+    names
+        .iter()
+        .position(|n| !n.starts_with('_') && snake_case(n) == norm)
 }
 
 /// Whether the object cannot be read without input column `input`: a required value, or the

@@ -63,7 +63,10 @@ impl<'a> Quarantine<'a> {
         let Some(w) = self.file.as_mut() else {
             return Err(TransformError::Internal("quarantine writer".into()));
         };
-        let res = w.write_all(&q.to_json_line());
+        let res = q
+            .to_json_line()
+            .map_err(std::io::Error::from)
+            .and_then(|line| w.write_all(&line));
         res.map_err(|e| self.io(e))
     }
 

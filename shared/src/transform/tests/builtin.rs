@@ -99,3 +99,32 @@ async fn a_csv_header_names_a_built_in_column_exactly() {
         vec!["id=1|name=a|_op=∅|_lsn=5|_commit_ts=2024-03-01T10:00:00Z"]
     );
 }
+
+#[tokio::test]
+async fn a_user_column_never_reads_a_reserved_field() {
+    let l = lake();
+    // A user column `lsn` and no `_lsn`: the header's `_lsn` is not its field.
+    let text = CHANGES
+        .replace("format = \"jsonl\"", "format = \"csv\"")
+        .replace("order_by = \"_lsn\"", "order_by = \"_commit_ts\"")
+        .replace(
+            "{ name = \"_lsn\", type = \"int\" },",
+            "{ name = \"lsn\", type = \"int\" },",
+        );
+    put(
+        &l,
+        "raw/changes/u.csv",
+        b"id,name,_op,_lsn,_commit_ts\n1,a,c,5,2024-03-01 10:00:00\n",
+    )
+    .await;
+    let s = transformer(&text)
+        .transform_object(&l.store, &l.catalog, "raw/changes/u.csv", None)
+        .await
+        .expect("transform");
+    assert_eq!(s.missing_columns, vec!["lsn".to_string()]);
+    assert_eq!(s.unknown_columns, vec!["_lsn".to_string()]);
+    assert_eq!(
+        rows(&l, "changes").await,
+        vec!["id=1|name=a|_op=c|lsn=∅|_commit_ts=2024-03-01T10:00:00Z"]
+    );
+}

@@ -530,3 +530,41 @@ async fn many_partitions_give_identical_files_every_run() {
         "same files, same bytes"
     );
 }
+
+/// A manifest written before an upgrade (version 1: no columns, no ETags) still drives the
+/// clean-up of a re-run: its files that the new run does not write are deleted.
+#[tokio::test]
+async fn a_version_1_manifest_still_cleans_up_stale_files() {
+    let l = lake();
+    let t = events(8192);
+    let key = "raw/events/old.csv";
+    put(
+        &l,
+        key,
+        b"id,version,ts,Note,email\n1,1,2024-01-01,a,x\n2,1,2024-02-01,b,y\n",
+    )
+    .await;
+    let first = t
+        .transform_object(&l.store, &l.catalog, key, None)
+        .await
+        .expect("first");
+    assert_eq!(first.files.len(), 2);
+    // Rewrite the manifest as the previous version wrote it.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&l.store.get_bytes(&first.manifest_key).await.expect("m"))
+            .expect("json");
+    v["version"] = 1.into();
+    v.as_object_mut().expect("object").remove("columns");
+    for f in v["files"].as_array_mut().expect("files") {
+        f.as_object_mut().expect("file").remove("etag");
+    }
+    put(&l, &first.manifest_key, v.to_string().as_bytes()).await;
+    // The object now holds January only: February's file is stale.
+    put(&l, key, b"id,version,ts,Note,email\n1,2,2024-01-01,a2,x\n").await;
+    let again = t
+        .transform_object(&l.store, &l.catalog, key, None)
+        .await
+        .expect("again");
+    assert_eq!(again.stale_files_deleted, 1);
+    assert_eq!(rows(&l, "events").await.len(), 1);
+}
