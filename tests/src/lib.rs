@@ -1,7 +1,12 @@
-//! Support for the end-to-end tests: the moto_server endpoint that `scripts/test` started,
-//! SDK configuration pointed at it, and unique names so tests sharing one server never collide.
+//! Support for the end-to-end tests: the moto_server endpoint and the database URLs that
+//! `scripts/test` set up, SDK configuration pointed at moto, unique names so tests sharing one
+//! server never collide, and ([`lambda`]) a built function binary served and invoked under
+//! `cargo lambda`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod lambda;
+pub use lambda::{built_binary, Invocation, LambdaFunction, Payload, RunningLambda};
 
 /// The moto_server endpoint. `scripts/test` starts one and exports `SLUICE_TEST_AWS_ENDPOINT`;
 /// a test run without it fails (never skips) with a message saying how to run it.
