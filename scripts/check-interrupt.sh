@@ -40,7 +40,7 @@ until grep -qE "==> .*$AT" "$log"; do
     [ "$SECONDS" -lt "$deadline" ] || { echo "check-interrupt: step '$AT' did not begin within 30 min" >&2; kill -TERM -- "-$pid"; exit 1; }
     sleep 0.5
 done
-sleep 2 # into the step
+sleep 1 # into the step
 datadir="$(sed -nE 's/.*SLUICE_TEST_PG_LOGICAL_URL=.* data ([^)]+)\).*/\1/p' "$log" | head -n 1)"
 run_db="$(sed -nE 's|.*SLUICE_TEST_PG_URL=postgres://[^/]+/([a-z0-9_]+).*|\1|p' "$log" | head -n 1)"
 moto_pid="$(sed -nE 's/^ +pid ([0-9]+), http.*/\1/p' "$log" | head -n 1)"
@@ -50,7 +50,7 @@ moto_pid="$(sed -nE 's/^ +pid ([0-9]+), http.*/\1/p' "$log" | head -n 1)"
 }
 echo "check-interrupt: during '$AT': cluster $datadir ($(pgrep -f -- "$datadir" | wc -l) postmaster), database $run_db, moto pid $moto_pid"
 
-echo "check-interrupt: kill -$SIGNAL -- -$pid"
+echo "check-interrupt: kill -$SIGNAL -- -$pid during: $(grep -E '==> ' "$log" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')"
 kill "-$SIGNAL" -- "-$pid"
 rc=0
 for _ in $(seq 1 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -67,13 +67,20 @@ check() { # DESCRIPTION COMMAND...
     if "$@"; then echo "  ok    $what"; else echo "  FAIL  $what"; fail=1; fi
 }
 check "scripts/test exited $want_rc (got $rc)" test "$rc" -eq "$want_rc"
-check "no process of $datadir (pgrep -f)" bash -c '! pgrep -af -- "$1"' _ "$datadir"
+# (Functions, not `bash -c`: a wrapper's own command line would name the data directory.)
+no_cluster_process() { ! pgrep -af -- "$datadir"; }
+pg_db_gone() {
+    [ -z "$(psql -X -w -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$run_db'")" ]
+}
+mariadb_db_gone() {
+    [ -z "$(mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -u root -N -B -e "SHOW DATABASES LIKE '$run_db'")" ]
+}
+moto_gone() { ! kill -0 "$moto_pid" 2>/dev/null; }
+check "no process of $datadir (pgrep -f)" no_cluster_process
 check "$datadir deleted" test ! -e "$datadir"
-check "PostgreSQL database $run_db dropped" bash -c \
-    '[ -z "$(psql -X -w -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '\''$1'\''")" ]' _ "$run_db"
-check "MariaDB database $run_db dropped" bash -c \
-    '[ -z "$(mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -u root -N -B -e "SHOW DATABASES LIKE '\''$1'\''")" ]' _ "$run_db"
-check "moto_server (pid $moto_pid) stopped" bash -c '! kill -0 "$1" 2>/dev/null' _ "$moto_pid"
+check "PostgreSQL database $run_db dropped" pg_db_gone
+check "MariaDB database $run_db dropped" mariadb_db_gone
+check "moto_server (pid $moto_pid) stopped" moto_gone
 echo "--- the end of scripts/test's output ---"
 tail -n 8 "$log"
 if [ "$fail" -eq 0 ]; then

@@ -18,6 +18,10 @@
 # Each returns non-zero with the reason on stderr. Run directly (`scripts/databases.sh`), it
 # sets all of them up, prints the environment for `cargo nextest run`, and removes them on Ctrl-C.
 #
+# A shell function whose output is redirected runs in a subshell here, `(f ...) >log`: with
+# `f ... >log`, bash keeps its own stdout on the log while f runs, and a trap that exits on
+# Ctrl-C meanwhile would print the whole clean-up into that log.
+#
 # Names: run databases are `sluice_test_<pid>_<hex>`, where pid is the owning script's; a
 # logical cluster's DIR holds `owner.pid`. That is how db_reap_stale tells a killed run's
 # leftovers from a live run's.
@@ -54,11 +58,13 @@ db_create() {
         echo "databases.sh: database name '$name' does not match $DB_NAME_RE" >&2
         return 1
     }
+    # Marked before the attempt: an interrupt may land after the server made it (db_drop
+    # uses IF EXISTS).
+    DB_PG_CREATED="$name"
     if ! out="$(_db_psql -d postgres -c "CREATE DATABASE $name" 2>&1)"; then
         echo "databases.sh: cannot create database $name on PostgreSQL $DB_PG_HOST:$DB_PG_PORT as $DB_PG_USER: $out" >&2
         return 1
     fi
-    DB_PG_CREATED="$name"
     out="$(_db_psql -d "$name" -At -c "SELECT current_user || '@' || current_database()" 2>&1)"
     if [ "$out" != "$DB_PG_USER@$name" ]; then
         echo "databases.sh: login to PostgreSQL database $name as $DB_PG_USER over $DB_PG_HOST failed: $out" >&2
@@ -66,11 +72,11 @@ db_create() {
     fi
     export SLUICE_TEST_PG_URL="postgres://$DB_PG_USER@$DB_PG_HOST:$DB_PG_PORT/$name"
 
+    DB_MYSQL_CREATED="$name"
     if ! out="$(_db_mysql -e "CREATE DATABASE \`$name\` CHARACTER SET utf8mb4" 2>&1)"; then
         echo "databases.sh: cannot create database $name on MariaDB $DB_MYSQL_HOST:$DB_MYSQL_PORT as $DB_MYSQL_USER: $out" >&2
         return 1
     fi
-    DB_MYSQL_CREATED="$name"
     out="$(_db_mysql --database="$name" -e 'SELECT DATABASE()' 2>&1)"
     if [ "$out" != "$name" ]; then
         echo "databases.sh: login to MariaDB database $name as $DB_MYSQL_USER over $DB_MYSQL_HOST failed: $out" >&2
@@ -83,14 +89,14 @@ db_drop() {
     local rc=0
     if [ -n "${DB_PG_CREATED:-}" ]; then
         # FORCE: a test that leaked a connection must not keep the database alive.
-        _db_psql -d postgres -c "DROP DATABASE IF EXISTS $DB_PG_CREATED WITH (FORCE)" >/dev/null 2>&1 || {
+        (_db_psql -d postgres -c "DROP DATABASE IF EXISTS $DB_PG_CREATED WITH (FORCE)") >/dev/null 2>&1 || {
             echo "databases.sh: could not drop PostgreSQL database $DB_PG_CREATED" >&2
             rc=1
         }
         DB_PG_CREATED=""
     fi
     if [ -n "${DB_MYSQL_CREATED:-}" ]; then
-        _db_mysql -e "DROP DATABASE IF EXISTS \`$DB_MYSQL_CREATED\`" >/dev/null 2>&1 || {
+        (_db_mysql -e "DROP DATABASE IF EXISTS \`$DB_MYSQL_CREATED\`") >/dev/null 2>&1 || {
             echo "databases.sh: could not drop MariaDB database $DB_MYSQL_CREATED" >&2
             rc=1
         }
@@ -171,8 +177,8 @@ pg_logical_start() {
         echo "databases.sh: $dir is too long for a unix socket path; use a shorter TMPDIR" >&2
         return 1
     fi
-    if ! _pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C \
-        --no-sync >"$dir/initdb.log" 2>&1; then
+    if ! (_pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C \
+        --no-sync) >"$dir/initdb.log" 2>&1; then
         echo "databases.sh: initdb failed:" >&2
         tail -n 20 "$dir/initdb.log" >&2
         return 1
@@ -196,7 +202,7 @@ EOF
     for attempt in 1 2 3; do
         port="$(_pg_free_port)"
         seen="$(wc -l <"$log")"
-        if _pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$log" -o "-p $port" -w -t 30 start >/dev/null 2>&1; then
+        if (_pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$log" -o "-p $port" -w -t 30 start) >/dev/null 2>&1; then
             PG_LOGICAL_PORT="$port"
             PG_LOGICAL_PID="$(head -n 1 "$dir/data/postmaster.pid")"
             export SLUICE_TEST_PG_LOGICAL_URL="postgres://postgres@127.0.0.1:$port/postgres"
@@ -216,7 +222,7 @@ EOF
 _pg_logical_remove() {
     local dir="$1" bin="$2" pids _
     if [ -f "$dir/data/postmaster.pid" ] && [ -n "$bin" ]; then
-        _pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+        (_pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 10 stop) >/dev/null 2>&1 || true
     fi
     # A start interrupted halfway, or a stop that failed: kill whatever still runs from it.
     pids="$(_pg_pids_of "$dir/data")"
@@ -263,8 +269,8 @@ db_reap_stale() {
         owner="${name#sluice_test_}"
         owner="${owner%%_*}"
         _db_pid_alive "$owner" && continue
-        if _db_psql -d postgres -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 &&
-            _db_mysql -e "DROP DATABASE IF EXISTS \`$name\`" >/dev/null 2>&1; then
+        if (_db_psql -d postgres -c "DROP DATABASE IF EXISTS $name WITH (FORCE)") >/dev/null 2>&1 &&
+            (_db_mysql -e "DROP DATABASE IF EXISTS \`$name\`") >/dev/null 2>&1; then
             echo "dropped database $name of a killed run"
         fi
     done | sort -u
