@@ -1,7 +1,12 @@
-//! Support for the end-to-end tests: the moto_server endpoint that `scripts/test` started,
-//! SDK configuration pointed at it, and unique names so tests sharing one server never collide.
+//! Support for the end-to-end tests: the moto_server endpoint and the database URLs that
+//! `scripts/test` set up, SDK configuration pointed at moto, unique names so tests sharing one
+//! server never collide, and ([`lambda`]) a built function binary served and invoked under
+//! `cargo lambda`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod lambda;
+pub use lambda::{built_binary, Invocation, LambdaFunction, Payload, RunningLambda};
 
 /// The moto_server endpoint. `scripts/test` starts one and exports `SLUICE_TEST_AWS_ENDPOINT`;
 /// a test run without it fails (never skips) with a message saying how to run it.
@@ -27,16 +32,83 @@ pub async fn moto_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// A name unique to this process and call, safe for S3 buckets and Glue databases
-/// (lower-case letters, digits and hyphens; use `.replace('-', "_")` for Glue).
+/// A test database URL that `scripts/test` exports, or a panic naming the variable and how to
+/// get one (tests fail, never skip, without their servers).
+fn env_url(var: &str, what: &str, by_hand: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: run the suite with scripts/test, which sets up {what}, \
+             or {by_hand} (scripts/databases.sh sets up all three and prints the exports)"
+        ),
+    }
+}
+
+/// A PostgreSQL database of this run on the machine's server (user postgres, trust auth):
+/// `SLUICE_TEST_PG_URL`, e.g. `postgres://postgres@127.0.0.1:5432/sluice_test_123_ab12cd34`.
+/// Tests share it: give every table or schema a [`unique_name`].
+pub fn pg_url() -> String {
+    env_url(
+        "SLUICE_TEST_PG_URL",
+        "a database for the run on the local PostgreSQL",
+        "create one (createdb -h 127.0.0.1 -U postgres DB) and export \
+         SLUICE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/DB",
+    )
+}
+
+/// A MariaDB (MySQL protocol) database of this run on the machine's server (root, no
+/// password): `SLUICE_TEST_MYSQL_URL`, e.g. `mysql://root@127.0.0.1:3306/sluice_test_123_ab12cd34`.
+pub fn mysql_url() -> String {
+    env_url(
+        "SLUICE_TEST_MYSQL_URL",
+        "a database for the run on the local MariaDB",
+        "create one (mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE db') and export \
+         SLUICE_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/DB",
+    )
+}
+
+/// The `postgres` database of a throwaway PostgreSQL cluster with `wal_level = logical` and at
+/// least 10 replication slots and WAL senders, for logical decoding (slots, publications,
+/// `pgoutput`): `SLUICE_TEST_PG_LOGICAL_URL`, e.g. `postgres://postgres@127.0.0.1:PORT/postgres`.
+/// Slots pin WAL on the whole cluster: drop the ones a test creates.
+pub fn pg_logical_url() -> String {
+    env_url(
+        "SLUICE_TEST_PG_LOGICAL_URL",
+        "a throwaway PostgreSQL cluster with wal_level = logical",
+        "start a cluster with wal_level = logical and export \
+         SLUICE_TEST_PG_LOGICAL_URL=postgres://postgres@127.0.0.1:PORT/postgres",
+    )
+}
+
+/// A name unique to this process and call: `<prefix>p<pid>n<counter>t<nanos in hex>`, e.g.
+/// `slotp4242n3t1a2b3c4d`.
+///
+/// The prefix must start with a lower-case letter and hold only lower-case letters, digits,
+/// `_` or `-`, in at most 35 bytes; the name is then at most 63 bytes. With a prefix of
+/// letters and digits only, the name is valid unquoted everywhere the tests need one: an S3
+/// bucket, a Glue database, a secret, and a PostgreSQL or MariaDB identifier (database,
+/// schema, table, replication slot, publication: lower-case `[a-z0-9_]`, starting with a
+/// letter, at most 63 bytes), so it may be put into SQL text as is. A prefix with `-` suits
+/// buckets and secrets; one with `_` suits Glue and SQL.
 pub fn unique_name(prefix: &str) -> String {
+    const MAX_PREFIX: usize = 35; // + "p" 7 digits "n" 10 digits "t" 8 hex digits = 63
+    assert!(
+        prefix.len() <= MAX_PREFIX
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
+        "unique_name prefix {prefix:?}: want a lower-case letter, then [a-z0-9_-], at most {MAX_PREFIX} bytes"
+    );
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+    // Letters that are not hex digits separate the parts, so names stay distinct without `-`
+    // (invalid in SQL) or `_` (invalid in bucket names).
+    format!("{prefix}p{}n{n}t{nanos:x}", std::process::id())
 }
 
 /// Creates a bucket in moto and returns an S3 client for it.
@@ -512,4 +584,35 @@ pub async fn put_object(
                 aws_sdk_s3::error::DisplayErrorContext(e)
             )
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_name;
+
+    #[test]
+    fn unique_names_are_sql_identifiers_and_bucket_names() {
+        let longest = "a".repeat(35);
+        let names: Vec<String> = ["slot", "pub", "e2e", longest.as_str()]
+            .iter()
+            .flat_map(|p| [unique_name(p), unique_name(p)])
+            .collect();
+        for n in &names {
+            assert!(n.len() <= 63, "{n}: {} bytes", n.len());
+            assert!(n.starts_with(|c: char| c.is_ascii_lowercase()), "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                "{n}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "unique_name prefix")]
+    fn unique_name_refuses_a_prefix_sql_cannot_take() {
+        unique_name("Slot");
+    }
 }
