@@ -9,6 +9,6 @@ pub mod lambda;
 pub mod metrics;
 pub mod schema;
 pub mod secrets;
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(test)]
 pub mod testing;
 pub mod transform;

@@ -1,5 +1,6 @@
-//! Helpers the tests of every crate share, compiled only for tests (`cfg(test)` here, the
-//! `test-support` feature for the `tests` crate), never into a Lambda.
+//! Helpers the tests of every crate share, compiled only for tests, never into a Lambda:
+//! `cfg(test)` here, and the `tests` crate compiles this same file as its own module
+//! (`#[path]`), so there is one copy and no feature that a workspace build would switch on.
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod conformance;
 pub mod lambda;
 pub use lambda::{built_binary, Invocation, LambdaFunction, Payload, RunningLambda};
 
@@ -496,28 +497,11 @@ pub fn funnel_rows(b: &RecordBatch) -> Vec<FunnelOut> {
         .collect()
 }
 
-/// Rows of a batch rendered `col=value|…` (nulls as `∅`), as the unit tests in `shared` do.
-pub fn render_rows(b: &RecordBatch) -> Vec<String> {
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
-    let opts = FormatOptions::default().with_null("∅");
-    let fmts: Vec<_> = b
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("formatter"))
-        .collect();
-    let schema = b.schema();
-    (0..b.num_rows())
-        .map(|r| {
-            schema
-                .fields()
-                .iter()
-                .zip(&fmts)
-                .map(|(f, x)| format!("{}={}", f.name(), x.value(r)))
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
-}
+/// Rows of a batch rendered `col=value|…` (nulls as `∅`): the one renderer, shared with the
+/// unit tests of `shared` (the same source file).
+#[path = "../../shared/src/testing.rs"]
+mod testing;
+pub use testing::render_rows;
 
 /// Every object key in a bucket, sorted (ListObjectsV2, all pages).
 pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {

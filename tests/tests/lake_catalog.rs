@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use sluice::catalog::{
     Catalog, CatalogColumn, CatalogError, GlueCatalog, LocalCatalog, PartitionSpec, TableDef,
 };
-use sluice::lake::{conformance, LocalStore, ObjectStore, PutMode, S3Store};
+use sluice::lake::{LocalStore, ObjectStore, PutMode, S3Store};
+use sluice_tests::conformance;
 use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
 
 #[tokio::test]

@@ -4,11 +4,10 @@
 //! Semantics follow the `object_store` crate: put modes (overwrite, create-if-absent,
 //! update-if-match by ETag), error variants callers act on (`NotFound`, `AlreadyExists`,
 //! `Precondition`), and local writes staged to a temp file then renamed, so no reader ever
-//! sees a half-written object. `conformance::suite` runs against both implementations.
+//! sees a half-written object. The conformance suite in the `tests` crate (`sluice_tests::conformance`) holds both
+//! implementations to the same behaviour.
 
 mod aws;
-#[cfg(any(test, feature = "test-support"))]
-pub mod conformance;
 mod error;
 pub mod layout;
 mod local;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 
-use super::{LakeError, ObjectMeta, ObjectStore, PutMode};
+use sluice::lake::{LakeError, ObjectMeta, ObjectStore, PutMode};
 
 /// Size of the file that must go up as a multipart upload: above the 16 MiB part size, and
 /// not a multiple of it, so the last part is short.
@@ -402,7 +402,12 @@ fn pseudo_random(len: usize) -> Vec<u8> {
     out
 }
 
-async fn put_ok(store: &dyn ObjectStore, key: &str, body: &str, mode: PutMode) -> super::PutResult {
+async fn put_ok(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: &str,
+    mode: PutMode,
+) -> sluice::lake::PutResult {
     let shown = format!("{mode:?}");
     store
         .put(key, Bytes::from(body.to_string()), mode)
