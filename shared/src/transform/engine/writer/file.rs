@@ -27,10 +27,10 @@ pub(crate) fn properties(plan: &Plan, zstd_level: i32) -> Result<WriterPropertie
         // Row-group (chunk) statistics are what Athena and Spark prune on; page-level
         // statistics and the page index cost time on every page for little use there.
         .set_statistics_enabled(EnabledStatistics::Chunk);
-    // Keyed hashes are random, and numbers and timestamps from OLTP tables are mostly ids,
-    // amounts and instants, nearly unique per row: a dictionary rarely pays off there (ZSTD
-    // still catches repeats) and interning costs time on every value. Strings, dates and
-    // booleans keep dictionaries.
+    // Keyed hashes are random, and floats and timestamps from OLTP tables are mostly amounts
+    // and instants, nearly unique per row: a dictionary rarely pays off there (ZSTD still
+    // catches repeats) and interning costs time on every value. Strings, dates, booleans,
+    // integers and decimals keep dictionaries.
     let props = plan
         .outs
         .iter()
