@@ -14,21 +14,18 @@ mod engine;
 mod error;
 mod keyset;
 mod plan;
+mod steps;
 mod values;
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
-use crate::catalog::{Catalog, CatalogError, PartitionSpec};
+use crate::catalog::Catalog;
 use crate::config::{Pipeline, TableConfig};
-use crate::lake::layout::{self, ObjectKeys};
-use crate::lake::manifest::{self, RowCounts};
-use crate::lake::quarantine::QuarantineRecord;
-use crate::lake::{LakeError, ObjectStore, PutMode};
+use crate::lake::layout::ObjectKeys;
+use crate::lake::manifest::RowCounts;
+use crate::lake::ObjectStore;
 use crate::metrics::Emf;
 use crate::secrets::HashKey;
 
@@ -116,7 +113,7 @@ impl Transformer {
         &self.pipeline
     }
 
-    /// Transforms one object of the lake.
+    /// Transforms one object of the lake, in the order of effects at the top of this file.
     pub async fn transform_object(
         &self,
         store: &dyn ObjectStore,
@@ -125,6 +122,48 @@ impl Transformer {
         progress: Option<Progress>,
     ) -> Result<TransformSummary, TransformError> {
         let started = Instant::now();
+        let (table, plan) = self.table_and_plan(key)?;
+        let run = steps::Run {
+            store,
+            catalog,
+            table,
+            plan: &plan,
+            key,
+            keys: ObjectKeys::new(&table.name, key),
+        };
+        let work = run.work_dir()?;
+        let (input_path, meta) = run.input(work.path()).await?;
+        let (def, ensured) = run.ensure_catalog().await?;
+        let out = run
+            .engine(self.hash_key.clone(), work.path(), input_path, progress)
+            .await?;
+        let files = run.upload_files(&out.files).await?;
+        let quarantine_key = run.upload_quarantine(out.quarantine.as_deref()).await?;
+        let stale_files_deleted = run.delete_stale(&files).await?;
+        let partitions = run.register_partitions(&def, &files).await?;
+        run.write_manifest(&meta, &files, out.counts, quarantine_key.clone())
+            .await?;
+        let summary = TransformSummary {
+            table: table.name.clone(),
+            source_key: key.to_string(),
+            source_bytes: meta.size_bytes,
+            counts: out.counts,
+            files,
+            partitions,
+            manifest_key: run.keys.manifest_key.clone(),
+            quarantine_key,
+            stale_files_deleted,
+            added_columns: ensured.added_columns,
+            unknown_columns: out.unknown_columns,
+            missing_columns: out.missing_columns,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        summary.log();
+        Ok(summary)
+    }
+
+    /// The table that owns `key`, and its compiled plan.
+    fn table_and_plan(&self, key: &str) -> Result<(&TableConfig, Arc<plan::Plan>), TransformError> {
         let table =
             self.pipeline
                 .table_for_key(key)
@@ -143,205 +182,31 @@ impl Transformer {
             .get(&table.name)
             .cloned()
             .ok_or_else(|| TransformError::Internal("plan missing".into()))?;
-        let layout = ObjectKeys::new(&table.name, key);
+        Ok((table, plan))
+    }
+}
 
-        let work = tempfile::Builder::new()
-            .prefix("sluice-transform-")
-            .tempdir()
-            .map_err(|e| TransformError::Io {
-                key: key.to_string(),
-                source: e,
-            })?;
-        let (input_path, meta) = match store.local_path(key) {
-            Some(p) => (p, store.head(key).await?),
-            None => {
-                let p = work.path().join("input");
-                let meta = store.get_to_file(key, &p).await?;
-                (p, meta)
-            }
-        };
-
-        // 1. Catalog first: an incompatible schema stops before any file is written.
-        let def = plan.table_def(table, store.url(&layout::curated_prefix(&table.name)));
-        let ensured = match catalog.ensure_table(&def).await {
-            Ok(o) => o,
-            Err(e @ CatalogError::Incompatible { .. }) => {
-                let record = QuarantineRecord {
-                    object: key.to_string(),
-                    line: 0,
-                    column: incompatible_column(&e),
-                    reason: e.to_string(),
-                    raw: String::new(),
-                    raw_truncated: false,
-                };
-                let line = record
-                    .to_json_line()
-                    .map_err(|e| TransformError::Internal(format!("quarantine record: {e}")))?;
-                store
-                    .put(
-                        &layout.quarantine_key,
-                        Bytes::from(line),
-                        PutMode::Overwrite,
-                    )
-                    .await?;
-                tracing::error!(table = %table.name, key, quarantine = %layout.quarantine_key, error = %e, "schema change is not additive; object quarantined");
-                return Err(TransformError::Incompatible {
-                    key: key.to_string(),
-                    source: Box::new(e),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !ensured.added_columns.is_empty() {
-            tracing::info!(table = %table.name, added = ?ensured.added_columns, "catalog table gained columns");
-        }
-
-        // 2. The engine, on a blocking thread.
-        let out = {
-            let table_cfg: TableConfig = table.clone();
-            let plan = plan.clone();
-            let key_owned = key.to_string();
-            let hash_key = self.hash_key.clone();
-            let work_dir = work.path().to_path_buf();
-            let input_path: PathBuf = input_path.clone();
-            tokio::task::spawn_blocking(move || {
-                let progress_ref = progress.as_deref().map(|p| p as &(dyn Fn(u64) + Sync));
-                let job = engine::EngineJob {
-                    table: &table_cfg,
-                    plan: &plan,
-                    source_key: &key_owned,
-                    hash_key: hash_key.as_ref(),
-                    work_dir: &work_dir,
-                    progress: progress_ref,
-                };
-                engine::run(&job, &input_path)
-            })
-            .await
-            .map_err(|e| TransformError::Internal(format!("transform task: {e}")))??
-        };
-
-        // Upload files under deterministic keys.
-        let mut files = Vec::with_capacity(out.files.len());
-        for f in &out.files {
-            let k = layout.curated_key(&f.year, &f.month, f.part);
-            let put = store.put_file_moving(&k, &f.path).await?;
-            files.push(ManifestFile {
-                key: k,
-                year: f.year.clone(),
-                month: f.month.clone(),
-                rows: f.rows,
-                bytes: f.bytes,
-                etag: put.etag,
-            });
-        }
-        let quarantine_key = match &out.quarantine {
-            Some(p) => {
-                store.put_file_moving(&layout.quarantine_key, p).await?;
-                Some(layout.quarantine_key.clone())
-            }
-            None => {
-                // A re-run of a fixed object leaves no old quarantine behind.
-                store.delete(&layout.quarantine_key).await?;
-                None
-            }
-        };
-
-        // 3. Stale files of a previous run of this key.
-        let mut stale_files_deleted = 0;
-        match store.get_bytes(&layout.manifest_key).await {
-            Ok(b) => match Manifest::file_keys(&b, &layout.manifest_key) {
-                Ok(prev) => {
-                    let now: BTreeSet<&str> = files.iter().map(|f| f.key.as_str()).collect();
-                    for k in prev.iter().filter(|k| !now.contains(k.as_str())) {
-                        store.delete(k).await?;
-                        stale_files_deleted += 1;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(manifest = %layout.manifest_key, error = %e, "previous manifest unreadable; stale files (if any) not cleaned")
-                }
-            },
-            Err(LakeError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-
-        // 4. Partitions.
-        let partitions: Vec<(String, String)> = files
-            .iter()
-            .map(|f| (f.year.clone(), f.month.clone()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let specs: Vec<PartitionSpec> = partitions
-            .iter()
-            .map(|(y, m)| PartitionSpec {
-                values: vec![y.clone(), m.clone()],
-                location: store.url(&layout::partition_prefix(&table.name, y, m)),
-            })
-            .collect();
-        catalog.add_partitions(&def, &specs).await?;
-
-        // 5. The manifest, last.
-        let counts: RowCounts = out.counts;
-        let manifest = Manifest {
-            version: manifest::MANIFEST_VERSION,
-            table: table.name.clone(),
-            source_key: key.to_string(),
-            source_etag: meta.etag.clone(),
-            source_bytes: meta.size_bytes,
-            columns: crate::schema::manifest_columns(&plan.columns),
-            files: files.clone(),
-            counts,
-            quarantine_key: quarantine_key.clone(),
-        };
-        let body = manifest
-            .to_json()
-            .map_err(|e| TransformError::Internal(format!("manifest: {e}")))?;
-        store
-            .put(&layout.manifest_key, Bytes::from(body), PutMode::Overwrite)
-            .await?;
-
-        let summary = TransformSummary {
-            table: table.name.clone(),
-            source_key: key.to_string(),
-            source_bytes: meta.size_bytes,
-            counts,
-            files,
-            partitions,
-            manifest_key: layout.manifest_key,
-            quarantine_key,
-            stale_files_deleted,
-            added_columns: ensured.added_columns,
-            unknown_columns: out.unknown_columns,
-            missing_columns: out.missing_columns,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        let c = summary.counts;
+impl TransformSummary {
+    /// The one log line per object.
+    fn log(&self) {
+        let c = self.counts;
         tracing::info!(
-            table = %summary.table,
-            key,
+            table = %self.table,
+            key = %self.source_key,
             rows_read = c.rows_read,
             rows_written = c.rows_written,
             rows_duplicate = c.rows_duplicate,
             rows_quarantined = c.rows_quarantined,
-            files = summary.files.len(),
-            partitions = summary.partitions.len(),
-            stale_files_deleted,
+            files = self.files.len(),
+            partitions = self.partitions.len(),
+            stale_files_deleted = self.stale_files_deleted,
             // Names only counted: a headerless file read with `header = true` would log its
             // first row as "column names", and rows may hold PII.
-            unknown_columns = summary.unknown_columns.len(),
-            missing_columns = ?summary.missing_columns,
-            duration_ms = summary.duration_ms,
+            unknown_columns = self.unknown_columns.len(),
+            missing_columns = ?self.missing_columns,
+            duration_ms = self.duration_ms,
             "transformed"
         );
-        Ok(summary)
-    }
-}
-
-fn incompatible_column(e: &CatalogError) -> Option<String> {
-    match e {
-        CatalogError::Incompatible { column, .. } => Some(column.clone()),
-        _ => None,
     }
 }
 

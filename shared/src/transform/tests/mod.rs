@@ -10,7 +10,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 use crate::catalog::LocalCatalog;
-use crate::lake::LocalStore;
+use crate::lake::{LocalStore, PutMode};
 
 mod builtin;
 mod events;
