@@ -66,13 +66,19 @@ fn listing() -> String {
 }
 
 /// The rules for a declared column whose name starts with `_`: it is a built-in, of its
-/// fixed type, under its own name, without a PII rule.
+/// fixed type, under its own name, without a PII rule; or an input field of a source that
+/// names its own fields so (a MongoDB `_id`), renamed to an ordinary lake name.
 pub(crate) fn check_builtin(c: &ColumnConfig) -> Result<(), Invalid> {
     let Some(b) = builtin_column(&c.name) else {
+        if c.rename.is_some() {
+            // `rename` is validated as snake_case, which never starts with `_`.
+            return Ok(());
+        }
         return Err(Invalid::at(
             "name",
             format!(
-                "column `{}` starts with `_`, which only built-in columns may: {}",
+                "column `{}` starts with `_`, which only built-in columns may: {} \
+                 (to read an input field of that name, give it a `rename`)",
                 c.name,
                 listing()
             ),

@@ -359,3 +359,24 @@ fn a_built_in_column_cannot_carry_pii_rules() {
     assert!(err.contains("at `tables[0].columns[4].pii`"), "{err}");
     assert!(err.contains("`_shard` cannot carry a PII rule"), "{err}");
 }
+
+#[test]
+fn an_input_field_starting_with_an_underscore_is_read_under_a_rename() {
+    let text = CHANGES.replacen(
+        "{ name = \"_unchanged\", type = \"string\" },",
+        "{ name = \"_unchanged\", type = \"string\" },\n  { name = \"_id\", type = \"string\", rename = \"mongo_id\" },",
+        1,
+    );
+    let p = Pipeline::parse(&text, "c.toml").expect("a renamed `_id` is an ordinary column");
+    let t = p.table("changes").expect("changes");
+    let c = t.columns.iter().find(|c| c.name == "_id").expect("_id");
+    assert_eq!(c.output_name(), "mongo_id");
+    let err = changes_err(
+        "{ name = \"_unchanged\", type = \"string\" },",
+        "{ name = \"_unchanged\", type = \"string\" },\n  { name = \"_id\", type = \"string\", rename = \"_mongo_id\" },",
+    );
+    assert!(
+        err.contains("rename"),
+        "a rename keeps the lake name ordinary: {err}"
+    );
+}

@@ -128,3 +128,29 @@ async fn a_user_column_never_reads_a_reserved_field() {
         vec!["id=1|name=a|_op=c|lsn=∅|_commit_ts=2024-03-01T10:00:00Z"]
     );
 }
+
+#[tokio::test]
+async fn a_renamed_underscore_field_is_read_by_its_exact_name() {
+    let l = lake();
+    let text = CHANGES
+        .replace("format = \"jsonl\"", "format = \"csv\"")
+        .replace(
+            "{ name = \"name\", type = \"string\" },",
+            "{ name = \"_id\", type = \"string\", rename = \"mongo_id\" },",
+        );
+    put(
+        &l,
+        "raw/changes/m.csv",
+        b"id,_id,_op,_lsn,_commit_ts\n1,65a1f0,c,5,2024-03-01 10:00:00\n",
+    )
+    .await;
+    let s = transformer(&text)
+        .transform_object(&l.store, &l.catalog, "raw/changes/m.csv", None)
+        .await
+        .expect("transform");
+    assert!(s.missing_columns.is_empty(), "{:?}", s.missing_columns);
+    assert_eq!(
+        rows(&l, "changes").await,
+        vec!["id=1|mongo_id=65a1f0|_op=c|_lsn=5|_commit_ts=2024-03-01T10:00:00Z"]
+    );
+}
