@@ -7,7 +7,9 @@
 #   - no process of the logical-replication cluster's data directory is left (pgrep -f DATADIR),
 #     and the directory is gone,
 #   - the run's databases are dropped on PostgreSQL and MariaDB,
-#   - moto_server is stopped.
+#   - moto_server is stopped,
+#   - no Lambda emulator of the tests is left (`cargo lambda watch --only-lambda-apis`; run
+#     with STEP-REGEX 'cargo nextest run' to interrupt while the Lambda tests run).
 #
 #   scripts/check-interrupt.sh [INT|TERM] [STEP-REGEX]    e.g. scripts/check-interrupt.sh TERM 'cargo clippy'
 #
@@ -76,11 +78,14 @@ mariadb_db_gone() {
     [ -z "$(mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -u root -N -B -e "SHOW DATABASES LIKE '$run_db'")" ]
 }
 moto_gone() { ! kill -0 "$moto_pid" 2>/dev/null; }
+# Any emulator counts: none of this machine's other work runs one with these flags.
+no_lambda_watch() { ! pgrep -af -- "lambda watch --only-lambda-apis"; }
 check "no process of $datadir (pgrep -f)" no_cluster_process
 check "$datadir deleted" test ! -e "$datadir"
 check "PostgreSQL database $run_db dropped" pg_db_gone
 check "MariaDB database $run_db dropped" mariadb_db_gone
 check "moto_server (pid $moto_pid) stopped" moto_gone
+check "no cargo lambda watch left" no_lambda_watch
 echo "--- the end of scripts/test's output ---"
 tail -n 8 "$log"
 if [ "$fail" -eq 0 ]; then

@@ -281,7 +281,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     work="$(mktemp -d "${TMPDIR:-/tmp}/sluice-test.XXXXXX")"
     chmod 711 "$work"
     sleeper=""
-    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; pg_logical_stop; db_drop; rm -rf "$work"; echo "databases dropped, logical cluster removed"' EXIT
+    # set +e first: a step that fails (the sleeper already gone with the same signal) must not
+    # cut the clean-up short.
+    trap 'set +e; [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; pg_logical_stop; db_drop; rm -rf "$work"; echo "databases dropped, logical cluster removed"' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
     db_reap_stale

@@ -37,7 +37,6 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -348,8 +347,8 @@ impl RunningLambda {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
-                // Its own process group, so stopping it takes anything it spawned.
-                .process_group(0)
+                // In the test's own process group (cargo and cargo-lambda exec in place): when
+                // nextest interrupts or times out the test, its signal reaches the emulator too.
                 .spawn()
                 .expect("spawn cargo lambda watch");
             self.watch = Some(watch);
@@ -429,11 +428,6 @@ impl Drop for RunningLambda {
             let _ = f.wait();
         }
         if let Some(mut w) = self.watch.take() {
-            // The whole group it leads (cargo execs cargo-lambda, but be sure), then the child.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", w.id())])
-                .stderr(Stdio::null())
-                .status();
             let _ = w.kill();
             let _ = w.wait();
         }
