@@ -35,7 +35,7 @@ pub use pii::{PiiAction, PiiRule};
 pub use source::{SourceConfig, SourceEngine};
 pub use table::{CsvOptions, EpochUnit, InputFormat, TableConfig};
 pub use types::ColumnType;
-pub use warehouse::WarehouseConfig;
+pub use warehouse::{check_identifier, RedshiftConfig, Staging, WarehouseConfig};
 
 use error::Invalid;
 
@@ -46,6 +46,9 @@ pub struct Pipeline {
     /// Where the key for keyed hashing (PII `hash`) comes from.
     #[serde(default)]
     pub hash_key: Option<HashKeySource>,
+    /// The warehouse the loader writes (optional: tables without `warehouse` never load).
+    #[serde(default)]
+    pub redshift: Option<RedshiftConfig>,
     /// One entry per table.
     pub tables: Vec<TableConfig>,
     /// Directory of the pipeline file, to resolve relative paths (key file). Not in TOML.
@@ -130,6 +133,9 @@ impl Pipeline {
             return Err(Invalid::at("tables", "at least one table is required"));
         }
         self.validate_hash_key()?;
+        if let Some(r) = &self.redshift {
+            r.validate().map_err(|e| e.within("redshift"))?;
+        }
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         for (i, t) in self.tables.iter().enumerate() {

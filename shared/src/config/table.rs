@@ -164,7 +164,13 @@ impl TableConfig {
         self.output.validate().map_err(|e| e.within("output"))?;
         self.catalog.validate().map_err(|e| e.within("catalog"))?;
         if let Some(w) = &self.warehouse {
-            w.validate().map_err(|e| e.within("warehouse"))?;
+            let outputs: Vec<String> = crate::schema::output_columns(self)
+                .map_err(|r| Invalid::at("columns", r))?
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            w.validate(self, &outputs)
+                .map_err(|e| e.within("warehouse"))?;
         }
         if let Some(s) = &self.source {
             s.validate().map_err(|e| e.within("source"))?;

@@ -380,3 +380,92 @@ fn an_input_field_starting_with_an_underscore_is_read_under_a_rename() {
         "a rename keeps the lake name ordinary: {err}"
     );
 }
+
+fn with_warehouse(w: &str) -> Result<Pipeline, String> {
+    let text = example().replace(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\" }",
+        w,
+    );
+    assert_ne!(text, example());
+    Pipeline::parse(&text, "p.toml").map_err(|e| e.to_string())
+}
+
+#[test]
+fn warehouse_names_are_output_columns_and_the_version_defaults_to_order_by() {
+    let p = with_warehouse(
+        "warehouse = { schema = \"Sales Mart\", table = \"Order\", merge_keys = [\"customer_id\"], staging = \"stg.customers\", lock = false, columns = { loyalty_tier = \"Loyalty Tier\" } }",
+    )
+    .expect("valid");
+    let t = p.table("customers").expect("customers");
+    let w = t.warehouse.as_ref().expect("warehouse");
+    assert_eq!(w.version_column_for(t).as_deref(), Some("updated_at"));
+    assert_eq!(w.staging, Staging::Table("stg.customers".into()));
+    assert!(!w.lock);
+    assert_eq!(w.warehouse_name("loyalty_tier"), "Loyalty Tier");
+    assert_eq!(w.warehouse_name("email_hash"), "email_hash");
+
+    let e =
+        with_warehouse("warehouse = { schema = \"lake\", merge_keys = [\"email\"] }").unwrap_err();
+    assert!(e.contains("warehouse.merge_keys[0]"), "{e}");
+    assert!(
+        e.contains("`email` is not an output column"),
+        "the PII hash renamed it: {e}"
+    );
+    let e = with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"nope\" }",
+    )
+    .unwrap_err();
+    assert!(e.contains("warehouse.version_column"), "{e}");
+    let e = with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], staging = \"nodot\" }",
+    )
+    .unwrap_err();
+    assert!(e.contains("expected `temp` or `schema.table`"), "{e}");
+    let e = with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], columns = { loyalty_tier = \"a\\u0000b\" } }",
+    )
+    .unwrap_err();
+    assert!(e.contains("control character"), "{e}");
+}
+
+#[test]
+fn redshift_section_names_one_target_and_one_way_in() {
+    let with = |r: &str| Pipeline::parse(&format!("[redshift]\n{r}\n{}", example()), "p.toml");
+    let role = "copy_iam_role = \"arn:aws:iam::123456789012:role/copy\"";
+    let ok = with(&format!("workgroup = \"wg\"\ndatabase = \"dev\"\n{role}"))
+        .expect("serverless, IAM user");
+    assert_eq!(
+        ok.redshift.as_ref().and_then(|r| r.workgroup.as_deref()),
+        Some("wg")
+    );
+    with(&format!(
+        "cluster = \"c\"\ndatabase = \"dev\"\ndb_user = \"loader\"\n{role}"
+    ))
+    .expect("cluster, db_user");
+    for (bad, says) in [
+        (
+            format!("database = \"dev\"\n{role}"),
+            "exactly one of `workgroup`",
+        ),
+        (
+            format!("workgroup = \"wg\"\ncluster = \"c\"\ndatabase = \"dev\"\n{role}"),
+            "exactly one of `workgroup`",
+        ),
+        (
+            format!("cluster = \"c\"\ndatabase = \"dev\"\n{role}"),
+            "exactly one of `secret` or `db_user`",
+        ),
+        (
+            format!("workgroup = \"wg\"\ndatabase = \"dev\"\ndb_user = \"u\"\n{role}"),
+            "Serverless takes the user",
+        ),
+        (
+            "workgroup = \"wg\"\ndatabase = \"dev\"\ncopy_iam_role = \"copy\"".to_string(),
+            "not an IAM role ARN",
+        ),
+    ] {
+        let e = with(&bad).expect_err(&bad).to_string();
+        assert!(e.contains("redshift."), "{e}");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

@@ -1,32 +1,210 @@
-//! `[tables.warehouse]`: the Redshift target (used by the loader; parsed and validated here).
-//! Its column names are output names, built-in columns (`_lsn`, …) included.
+//! `[tables.warehouse]`: the Redshift target of a table (read by the loader), and the top-level
+//! `[redshift]` section: where the warehouse is and how the loader reaches it. Column names here
+//! are output (lake) names, built-in columns (`_lsn`, …) included.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use super::error::Invalid;
+use super::table::TableConfig;
+
+fn yes() -> bool {
+    true
+}
+
+/// The staging table a load COPYs into.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Staging {
+    /// A temporary table per load (the default): nothing to create or clean up.
+    #[default]
+    Temp,
+    /// A persistent table (`schema.table`), cleared with `DELETE` inside the transaction.
+    Table(String),
+}
+
+impl<'de> Deserialize<'de> for Staging {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "temp" {
+            Staging::Temp
+        } else {
+            Staging::Table(s)
+        })
+    }
+}
 
 /// Redshift target (for the loader).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarehouseConfig {
-    /// Target schema.
+    /// Target schema (warehouse name, quoted in SQL).
     pub schema: String,
     /// Target table (default: the table name).
     #[serde(default)]
     pub table: Option<String>,
     /// Columns (output names) the merge matches on.
     pub merge_keys: Vec<String>,
-    /// Column (output name) whose greater value is the newer version.
+    /// Column (output name) whose greater value is the newer version. Default: the output
+    /// name of `dedup.order_by`.
     #[serde(default)]
     pub version_column: Option<String>,
+    /// `temp` (default) or a persistent staging table `schema.table`.
+    #[serde(default)]
+    pub staging: Staging,
+    /// Take `LOCK <final>` as the first statement of the load, so loads of one table queue
+    /// instead of failing on a serialization conflict. Default on.
+    #[serde(default = "yes")]
+    pub lock: bool,
+    /// Warehouse column names for lake columns whose warehouse names differ (spaces, upper
+    /// case, reserved words); lake names stay snake_case.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
 }
 
 impl WarehouseConfig {
-    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+    /// The rules of the section alone, and its column names against the table's output
+    /// columns (`outputs`, in file order).
+    pub(crate) fn validate(&self, t: &TableConfig, outputs: &[String]) -> Result<(), Invalid> {
         if self.merge_keys.is_empty() {
             return Err(Invalid::at(
                 "merge_keys",
                 "at least one merge key is required",
+            ));
+        }
+        let known = |field: &str, name: &str| -> Result<(), Invalid> {
+            if outputs.iter().any(|o| o == name) {
+                Ok(())
+            } else {
+                Err(Invalid::at(
+                    field,
+                    format!(
+                        "`{name}` is not an output column of the table (they are: {})",
+                        outputs.join(", ")
+                    ),
+                ))
+            }
+        };
+        for (j, k) in self.merge_keys.iter().enumerate() {
+            known(&format!("merge_keys[{j}]"), k)?;
+        }
+        if let Some(v) = self.version_column_for(t) {
+            known("version_column", &v)?;
+        }
+        for (lake, wh) in &self.columns {
+            known(&format!("columns.{lake}"), lake)?;
+            check_identifier(wh).map_err(|r| Invalid::at(format!("columns.{lake}"), r))?;
+        }
+        check_identifier(&self.schema).map_err(|r| Invalid::at("schema", r))?;
+        if let Some(table) = &self.table {
+            check_identifier(table).map_err(|r| Invalid::at("table", r))?;
+        }
+        if let Staging::Table(name) = &self.staging {
+            match name.split_once('.') {
+                Some((s, t)) => {
+                    check_identifier(s).map_err(|r| Invalid::at("staging", r))?;
+                    check_identifier(t).map_err(|r| Invalid::at("staging", r))?;
+                }
+                None => {
+                    return Err(Invalid::at(
+                        "staging",
+                        format!("`{name}`: expected `temp` or `schema.table`"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The version column: the configured one, else the output name of `dedup.order_by`.
+    pub fn version_column_for(&self, t: &TableConfig) -> Option<String> {
+        if let Some(v) = &self.version_column {
+            return Some(v.clone());
+        }
+        let order_by = t.dedup.as_ref()?.order_by.as_deref()?;
+        t.columns
+            .iter()
+            .find(|c| c.name == order_by)
+            .map(|c| c.output_name())
+    }
+
+    /// The warehouse name of a lake column.
+    pub fn warehouse_name<'a>(&'a self, lake: &'a str) -> &'a str {
+        self.columns.get(lake).map(String::as_str).unwrap_or(lake)
+    }
+}
+
+/// A warehouse identifier: 1–127 bytes (Redshift's limit), no NUL and no control characters.
+/// Anything else (spaces, quotes, upper case, reserved words) is fine: SQL quotes it.
+pub fn check_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an identifier must not be empty".into());
+    }
+    if name.len() > 127 {
+        return Err(format!("`{name}` is longer than 127 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{name:?} holds a control character"));
+    }
+    Ok(())
+}
+
+/// `[redshift]`: the warehouse the loader writes, reached through the Redshift Data API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftConfig {
+    /// Redshift Serverless workgroup (exactly one of `workgroup` or `cluster`).
+    #[serde(default)]
+    pub workgroup: Option<String>,
+    /// Provisioned cluster identifier.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Database name.
+    pub database: String,
+    /// Secrets Manager ARN of the database credentials. Clusters need this or `db_user`;
+    /// Serverless may leave both out and take the user from IAM.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Database user for temporary IAM credentials (clusters only).
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// ARN of the role COPY assumes to read `curated/`.
+    pub copy_iam_role: String,
+}
+
+impl RedshiftConfig {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        match (&self.workgroup, &self.cluster) {
+            (Some(_), None) => {
+                if self.db_user.is_some() {
+                    return Err(Invalid::at(
+                        "db_user",
+                        "Serverless takes the user from IAM: use `secret` or neither",
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                if self.secret.is_some() == self.db_user.is_some() {
+                    return Err(Invalid::at(
+                        "secret",
+                        "a cluster needs exactly one of `secret` or `db_user`",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Invalid::at(
+                    "workgroup",
+                    "set exactly one of `workgroup` (Serverless) or `cluster`",
+                ))
+            }
+        }
+        if self.database.is_empty() {
+            return Err(Invalid::at("database", "must not be empty"));
+        }
+        if !self.copy_iam_role.starts_with("arn:") {
+            return Err(Invalid::at(
+                "copy_iam_role",
+                format!("`{}` is not an IAM role ARN", self.copy_iam_role),
             ));
         }
         Ok(())
