@@ -12,3 +12,4 @@ pub mod secrets;
 #[cfg(test)]
 pub mod testing;
 pub mod transform;
+pub mod warehouse;

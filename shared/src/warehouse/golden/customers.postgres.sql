@@ -1,0 +1,31 @@
+-- create_tables
+-- create_schema
+CREATE SCHEMA IF NOT EXISTS "lake";
+-- create_final
+CREATE TABLE IF NOT EXISTS "lake"."customers" ("customer_id" BIGINT, "email_hash" TEXT, "date_of_birth_age_band" TEXT, "signup_date" TIMESTAMP, "loyalty_tier" TEXT, "lifetime_spend" DECIMAL(12,2), "address_city" TEXT, "address_postcode" TEXT, "address_geo_lat" DOUBLE PRECISION, "address_geo_lon" DOUBLE PRECISION, "address_tags" TEXT, "updated_at" TIMESTAMP);
+-- create_tombstones
+CREATE TABLE IF NOT EXISTS "lake"."customers__sluice_deleted" ("customer_id" BIGINT, "updated_at" TIMESTAMP, sluice_truncate BOOLEAN NOT NULL);
+-- before_copy
+-- lock
+LOCK TABLE "lake"."customers" IN EXCLUSIVE MODE;
+-- create_stage
+CREATE TEMP TABLE "sluice_stage" ("customer_id" BIGINT, "email_hash" TEXT, "date_of_birth_age_band" TEXT, "signup_date" TIMESTAMP, "loyalty_tier" TEXT, "lifetime_spend" DECIMAL(12,2), "address_city" TEXT, "address_postcode" TEXT, "address_geo_lat" DOUBLE PRECISION, "address_geo_lon" DOUBLE PRECISION, "address_tags" TEXT, "updated_at" TIMESTAMP) ON COMMIT DROP;
+-- after_copy
+-- dedup_batch
+CREATE TEMP TABLE "sluice_batch" ON COMMIT DROP AS SELECT "customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at" FROM (SELECT "customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at", ROW_NUMBER() OVER (PARTITION BY "customer_id" ORDER BY "updated_at" DESC NULLS LAST) AS sluice_rn FROM "sluice_stage") d WHERE sluice_rn = 1;
+-- drop_truncated_from_batch
+DELETE FROM "sluice_batch" WHERE "updated_at" <= (SELECT MAX("updated_at") FROM "lake"."customers__sluice_deleted" WHERE sluice_truncate);
+-- drop_truncated_from_final
+DELETE FROM "lake"."customers" WHERE "updated_at" <= (SELECT MAX("updated_at") FROM "lake"."customers__sluice_deleted" WHERE sluice_truncate);
+-- drop_stale_against_final
+DELETE FROM "sluice_batch" USING "lake"."customers" f WHERE f."customer_id" = "sluice_batch"."customer_id" AND f."updated_at" >= "sluice_batch"."updated_at";
+-- drop_stale_against_tombstones
+DELETE FROM "sluice_batch" USING "lake"."customers__sluice_deleted" t WHERE NOT t.sluice_truncate AND t."customer_id" = "sluice_batch"."customer_id" AND t."updated_at" >= "sluice_batch"."updated_at";
+-- delete_replaced
+DELETE FROM "lake"."customers" USING "sluice_batch" b WHERE "lake"."customers"."customer_id" = b."customer_id";
+-- insert
+INSERT INTO "lake"."customers" ("customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at") SELECT "customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at" FROM "sluice_batch";
+-- drop_batch
+DROP TABLE "sluice_batch";
+-- drop_stage
+DROP TABLE "sluice_stage";

@@ -1,0 +1,41 @@
+-- create_tables
+-- create_schema
+CREATE SCHEMA IF NOT EXISTS "Sales Mart";
+-- create_final
+CREATE TABLE IF NOT EXISTS "Sales Mart"."Order" ("order" BIGINT, "Note ""quoted""" VARCHAR(65535), "amount" DECIMAL(12,2), "_op" VARCHAR(65535), "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
+-- create_tombstones
+CREATE TABLE IF NOT EXISTS "Sales Mart"."Order__sluice_deleted" ("order" BIGINT, "_lsn" BIGINT, sluice_truncate BOOLEAN NOT NULL);
+-- create_stage_schema
+CREATE SCHEMA IF NOT EXISTS "stg";
+-- create_stage
+CREATE TABLE IF NOT EXISTS "stg"."Order Stage" ("order" BIGINT, "Note ""quoted""" VARCHAR(65535), "amount" DECIMAL(12,2), "_op" VARCHAR(65535), "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
+-- before_copy
+-- case_sensitive_identifiers
+SET enable_case_sensitive_identifier TO true;
+-- clear_stage_before
+DELETE FROM "stg"."Order Stage";
+-- after_copy
+-- dedup_batch
+CREATE TEMP TABLE "sluice_batch" AS SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM (SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", ROW_NUMBER() OVER (PARTITION BY "order" ORDER BY "_lsn" DESC NULLS LAST) AS sluice_rn FROM "stg"."Order Stage") d WHERE sluice_rn = 1;
+-- record_truncate
+INSERT INTO "Sales Mart"."Order__sluice_deleted" ("_lsn", sluice_truncate) SELECT MAX("_lsn"), TRUE FROM "sluice_batch" WHERE "_op" = 't' HAVING COUNT(*) > 0;
+-- drop_truncated_from_batch
+DELETE FROM "sluice_batch" WHERE "_lsn" <= (SELECT MAX("_lsn") FROM "Sales Mart"."Order__sluice_deleted" WHERE sluice_truncate);
+-- drop_truncated_from_final
+DELETE FROM "Sales Mart"."Order" WHERE "_lsn" <= (SELECT MAX("_lsn") FROM "Sales Mart"."Order__sluice_deleted" WHERE sluice_truncate);
+-- drop_stale_against_final
+DELETE FROM "sluice_batch" USING "Sales Mart"."Order" f WHERE f."order" = "sluice_batch"."order" AND f."_lsn" >= "sluice_batch"."_lsn";
+-- drop_stale_against_tombstones
+DELETE FROM "sluice_batch" USING "Sales Mart"."Order__sluice_deleted" t WHERE NOT t.sluice_truncate AND t."order" = "sluice_batch"."order" AND t."_lsn" >= "sluice_batch"."_lsn";
+-- delete_replaced
+DELETE FROM "Sales Mart"."Order" USING "sluice_batch" b WHERE "Sales Mart"."Order"."order" = b."order";
+-- replace_tombstones
+DELETE FROM "Sales Mart"."Order__sluice_deleted" USING "sluice_batch" b WHERE NOT "Sales Mart"."Order__sluice_deleted".sluice_truncate AND "Sales Mart"."Order__sluice_deleted"."order" = b."order" AND b."_op" = 'd';
+-- record_tombstones
+INSERT INTO "Sales Mart"."Order__sluice_deleted" ("order", "_lsn", sluice_truncate) SELECT "order", "_lsn", FALSE FROM "sluice_batch" WHERE "_op" = 'd';
+-- insert
+INSERT INTO "Sales Mart"."Order" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM "sluice_batch" WHERE "_op" IS NULL OR "_op" NOT IN ('d', 't');
+-- drop_batch
+DROP TABLE "sluice_batch";
+-- clear_stage
+DELETE FROM "stg"."Order Stage";

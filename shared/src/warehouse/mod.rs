@@ -1,0 +1,28 @@
+//! The warehouse load: a table's merge as SQL, for Redshift (through the Data API) and for
+//! PostgreSQL (local runs and tests). Pure: this module builds statements, executors run them.
+//!
+//! Order of effects, all in ONE transaction, so a failure anywhere leaves the final table as it
+//! was and a retry starts clean:
+//! 1. `LOCK` the final table (when `warehouse.lock`): loads of one table queue instead of
+//!    conflicting;
+//! 2. the stage is created and filled (COPY of the batch's Parquet files);
+//! 3. the batch: the stage deduplicated by merge key, greatest version first, so a key twice in
+//!    a batch lands once;
+//! 4. a TRUNCATE change row (`_op = 't'`) records its version; rows at or below the greatest
+//!    recorded truncation leave the batch and the final table;
+//! 5. the version guard: batch rows not newer than the final row, or than a delete's tombstone,
+//!    leave the batch (counted stale), so an older load after a newer one changes nothing and a
+//!    deleted key never comes back;
+//! 6. final rows whose keys are in the batch are deleted; deletes (`_op = 'd'`) leave tombstones;
+//! 7. the batch's non-delete rows are inserted;
+//! 8. the stage is cleared: temporary tables dropped, a persistent stage emptied with `DELETE`
+//!    (never TRUNCATE, which would commit the transaction in Redshift).
+
+mod plan;
+mod sql;
+
+pub use plan::{LoadPlan, PlanColumn, PlanError, Statement};
+pub use sql::{quote_ident, Dialect};
+
+#[cfg(test)]
+mod tests;

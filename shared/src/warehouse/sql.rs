@@ -1,0 +1,102 @@
+//! SQL spelling: identifier quoting and the few places where Redshift and PostgreSQL differ.
+//! Every dialect difference of the load lives in this file.
+
+/// The database a plan is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Amazon Redshift, through the Data API.
+    Redshift,
+    /// PostgreSQL: local runs and the tests.
+    Postgres,
+}
+
+/// A quoted identifier: `"name"`, inner quotes doubled. Names come from the pipeline file and
+/// are checked there (`config::check_identifier`); quoting makes reserved words, spaces, quotes
+/// and upper case safe.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+impl Dialect {
+    /// The column type for a Glue type.
+    pub fn column_type(self, glue_type: &str) -> String {
+        let t = glue_type.to_ascii_lowercase();
+        match (self, t.as_str()) {
+            (_, "bigint") => "BIGINT".into(),
+            (_, "double") => "DOUBLE PRECISION".into(),
+            (_, "boolean") => "BOOLEAN".into(),
+            (_, "date") => "DATE".into(),
+            // Values are UTC instants; Parquet stores them UTC-adjusted.
+            (_, "timestamp") => "TIMESTAMP".into(),
+            // Redshift's longest VARCHAR; longer strings are refused before they get here.
+            (Dialect::Redshift, "string") => "VARCHAR(65535)".into(),
+            (Dialect::Postgres, "string") => "TEXT".into(),
+            (Dialect::Redshift, "binary") => "VARBYTE".into(),
+            (Dialect::Postgres, "binary") => "BYTEA".into(),
+            (_, d) if d.starts_with("decimal(") => d.to_ascii_uppercase(),
+            (_, other) => other.to_ascii_uppercase(),
+        }
+    }
+
+    /// The statement that locks the final table for the rest of the transaction.
+    pub fn lock(self, table: &str) -> String {
+        match self {
+            Dialect::Redshift => format!("LOCK {table}"),
+            // EXCLUSIVE: readers go on, a second load waits.
+            Dialect::Postgres => format!("LOCK TABLE {table} IN EXCLUSIVE MODE"),
+        }
+    }
+
+    /// `CREATE TEMP TABLE` for a stage that lives only as long as the transaction needs it.
+    pub fn create_temp(self, table: &str, body: &str) -> String {
+        match self {
+            Dialect::Redshift => format!("CREATE TEMP TABLE {table} {body}"),
+            Dialect::Postgres => format!("CREATE TEMP TABLE {table} {body} ON COMMIT DROP"),
+        }
+    }
+
+    /// `CREATE TEMP TABLE … AS SELECT …`.
+    pub fn create_temp_as(self, table: &str, select: &str) -> String {
+        match self {
+            Dialect::Redshift => format!("CREATE TEMP TABLE {table} AS {select}"),
+            Dialect::Postgres => format!("CREATE TEMP TABLE {table} ON COMMIT DROP AS {select}"),
+        }
+    }
+
+    /// Redshift folds quoted identifiers to lower case unless this is on.
+    pub fn case_sensitive_identifiers(self) -> Option<String> {
+        match self {
+            Dialect::Redshift => Some("SET enable_case_sensitive_identifier TO true".into()),
+            Dialect::Postgres => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_whatever_they_hold() {
+        assert_eq!(quote_ident("order"), "\"order\"");
+        assert_eq!(quote_ident("Full Name"), "\"Full Name\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified("Sales Mart", "Order"), "\"Sales Mart\".\"Order\"");
+    }
+
+    #[test]
+    fn types_per_dialect() {
+        assert_eq!(Dialect::Redshift.column_type("string"), "VARCHAR(65535)");
+        assert_eq!(Dialect::Postgres.column_type("string"), "TEXT");
+        assert_eq!(
+            Dialect::Postgres.column_type("decimal(12,2)"),
+            "DECIMAL(12,2)"
+        );
+        assert_eq!(Dialect::Redshift.column_type("binary"), "VARBYTE");
+    }
+}

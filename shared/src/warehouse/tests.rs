@@ -1,0 +1,107 @@
+//! Golden SQL: the plans of a few tables rendered to text files under `golden/`, checked in and
+//! compared. Regenerate after an intended change with `SLUICE_BLESS=1 cargo test -p sluice
+//! warehouse`, and read the diff.
+
+use super::*;
+use crate::config::Pipeline;
+
+const ORDERS: &str = r#"
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = { key = ["order"], order_by = "_lsn" }
+catalog = { database = "db" }
+warehouse = { schema = "Sales Mart", table = "Order", merge_keys = ["order"], staging = "stg.Order Stage", lock = false, columns = { order = "order", note = "Note \"quoted\"" } }
+columns = [
+  { name = "order", type = "int", required = true },
+  { name = "note", type = "string" },
+  { name = "amount", type = "decimal(12,2)" },
+  { name = "_op", type = "string" },
+  { name = "_lsn", type = "int" },
+  { name = "_commit_ts", type = "timestamp" },
+]
+"#;
+
+fn render(plan: &LoadPlan, dialect: Dialect) -> String {
+    let mut out = String::new();
+    for (part, stmts) in [
+        ("create_tables", plan.create_tables(dialect)),
+        ("before_copy", plan.before_copy(dialect)),
+        ("after_copy", plan.after_copy(dialect)),
+    ] {
+        out.push_str(&format!("-- {part}\n"));
+        for s in stmts {
+            out.push_str(&format!("-- {}\n{};\n", s.name, s.sql));
+        }
+    }
+    out
+}
+
+fn golden(name: &str, text: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/warehouse/golden")
+        .join(name);
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&path, text).expect("write golden");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing: run with SLUICE_BLESS=1", path.display()));
+    assert_eq!(
+        text,
+        want,
+        "{} differs (SLUICE_BLESS=1 regenerates it)",
+        path.display()
+    );
+}
+
+fn plan_of(text: &str, table: &str) -> LoadPlan {
+    let p = Pipeline::parse(text, "test").expect("pipeline");
+    LoadPlan::new(p.table(table).expect("table")).expect("plan")
+}
+
+#[test]
+fn customers_plan_is_golden() {
+    let example = include_str!("../../../examples/pipeline.toml")
+        .replace("secret = \"sluice/hash-key\"", "file = \"k\"");
+    let plan = plan_of(&example, "customers");
+    assert_eq!(plan.version, "updated_at");
+    assert!(plan.op.is_none());
+    assert!(!plan.needs_case_sensitivity());
+    golden("customers.redshift.sql", &render(&plan, Dialect::Redshift));
+    golden("customers.postgres.sql", &render(&plan, Dialect::Postgres));
+}
+
+#[test]
+fn change_table_with_awkward_names_is_golden() {
+    let plan = plan_of(ORDERS, "orders");
+    assert_eq!(plan.version, "_lsn", "defaults to dedup.order_by");
+    assert_eq!(plan.op.as_deref(), Some("_op"));
+    assert!(plan.needs_case_sensitivity());
+    let redshift = render(&plan, Dialect::Redshift);
+    assert!(redshift.contains("SET enable_case_sensitive_identifier TO true"));
+    assert!(
+        !redshift
+            .lines()
+            .any(|l| l.trim_start().to_uppercase().starts_with("TRUNCATE")),
+        "never TRUNCATE inside the load (it commits in Redshift)"
+    );
+    assert!(!redshift.contains("LOCK "), "lock = false");
+    assert!(redshift.contains("\"Note \"\"quoted\"\"\""));
+    golden("orders.redshift.sql", &redshift);
+    golden("orders.postgres.sql", &render(&plan, Dialect::Postgres));
+}
+
+#[test]
+fn a_table_without_version_or_warehouse_cannot_load() {
+    let text = ORDERS.replace(", order_by = \"_lsn\"", "");
+    let p = Pipeline::parse(&text, "test").expect("pipeline");
+    let e = LoadPlan::new(p.table("orders").unwrap()).unwrap_err();
+    assert!(matches!(e, PlanError::NoVersion { .. }), "{e}");
+    let text = ORDERS.replace("warehouse = {", "# warehouse = {");
+    let p = Pipeline::parse(&text, "test").expect("pipeline");
+    let e = LoadPlan::new(p.table("orders").unwrap()).unwrap_err();
+    assert!(matches!(e, PlanError::NoWarehouse { .. }), "{e}");
+}
