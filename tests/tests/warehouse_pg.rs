@@ -251,3 +251,163 @@ async fn a_failure_at_any_statement_leaves_the_table_as_it_was() {
         rows(&[(1, "a2", 20), (3, "c", 22)])
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The PostgreSQL executor: the transform's own Parquet files COPYed and merged.
+
+use std::sync::Arc;
+
+use sluice::catalog::LocalCatalog;
+use sluice::lake::manifest::Manifest;
+use sluice::lake::{LocalStore, ObjectStore, PutMode};
+use sluice::transform::Transformer;
+use sluice::warehouse::{LoadError, PgTarget};
+
+fn changes_pipeline(schema: &str, with_amount: bool) -> Pipeline {
+    let amount = if with_amount {
+        "\n  { name = \"amount\", type = \"decimal(12,2)\" },"
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = {{ key = ["order"], order_by = "_lsn" }}
+catalog = {{ database = "db" }}
+warehouse = {{ schema = "{schema}", table = "Order", merge_keys = ["order"], columns = {{ note = "Note Text" }} }}
+columns = [
+  {{ name = "order", type = "int" }},
+  {{ name = "note", type = "string" }},{amount}
+  {{ name = "_op", type = "string" }},
+  {{ name = "_lsn", type = "int" }},
+  {{ name = "_commit_ts", type = "timestamp" }},
+]
+"#
+    );
+    Pipeline::parse(&text, "test").expect("pipeline")
+}
+
+struct Lake {
+    _dir: tempfile::TempDir,
+    store: Arc<LocalStore>,
+    catalog: LocalCatalog,
+}
+
+fn lake() -> Lake {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Lake {
+        store: Arc::new(LocalStore::new(dir.path().join("lake")).expect("store")),
+        catalog: LocalCatalog::new(dir.path().join("catalog.json")),
+        _dir: dir,
+    }
+}
+
+/// Transforms `lines` as `key` and returns its manifest.
+async fn transform(l: &Lake, p: &Pipeline, key: &str, lines: &[&str]) -> Manifest {
+    let body = lines.join("\n") + "\n";
+    l.store
+        .put(key, body.into_bytes().into(), PutMode::Overwrite)
+        .await
+        .expect("put");
+    let s = Transformer::new(p.clone(), None)
+        .expect("transformer")
+        .transform_object(l.store.as_ref(), &l.catalog, key, None)
+        .await
+        .expect("transform");
+    let b = l.store.get_bytes(&s.manifest_key).await.expect("manifest");
+    Manifest::from_json(&b, &s.manifest_key).expect("manifest")
+}
+
+async fn final_rows(plan: &LoadPlan, with_amount: bool) -> Vec<String> {
+    let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
+    let amount = if with_amount {
+        "\"amount\"::text"
+    } else {
+        "NULL::text"
+    };
+    let sql = format!(
+        "SELECT \"order\"::text || '|' || COALESCE(\"Note Text\", '∅') || '|' || COALESCE({amount}, '∅') || '|' || \"_lsn\"::text || '|' || \"_commit_ts\"::text FROM {} ORDER BY \"order\"",
+        plan.final_table()
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut c)
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_transforms_files_load_by_name_across_an_added_column() {
+    let schema = unique_name("exec");
+    let l = lake();
+    let before = changes_pipeline(&schema, false);
+    let after = changes_pipeline(&schema, true);
+    let m1 = transform(
+        &l,
+        &before,
+        "raw/cdc/orders/1.jsonl",
+        &[
+            r#"{"order":1,"note":"a","_op":"c","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
+            r#"{"order":2,"note":"b","_op":"c","_lsn":11,"_commit_ts":"2024-03-01T10:01:00Z"}"#,
+            r#"{"note":"no key","_op":"c","_lsn":12,"_commit_ts":"2024-03-01T10:02:00Z"}"#,
+        ],
+    )
+    .await;
+    // Written after `amount` was added: files of both shapes in one batch.
+    let m2 = transform(
+        &l,
+        &after,
+        "raw/cdc/orders/2.jsonl",
+        &[
+            r#"{"order":2,"note":"b2","amount":"9.50","_op":"u","_lsn":20,"_commit_ts":"2024-04-01T00:00:00Z"}"#,
+            r#"{"order":3,"note":"c","amount":"1.25","_op":"c","_lsn":21,"_commit_ts":"2024-04-01T00:00:01Z"}"#,
+            r#"{"order":1,"_op":"d","_lsn":22,"_commit_ts":"2024-04-01T00:00:02Z"}"#,
+        ],
+    )
+    .await;
+    let plan = LoadPlan::new(after.table("orders").unwrap()).expect("plan");
+    let target = PgTarget::connect(&pg_url()).await.expect("connect");
+    target.create_tables(&plan).await.expect("ddl");
+    let report = target
+        .load(&plan, l.store.as_ref(), &[m1.clone(), m2.clone()])
+        .await
+        .expect("load");
+    assert_eq!(report.files, m1.files.len() + m2.files.len());
+    assert_eq!(report.rows_null_key, 1, "the row without a key is left out");
+    assert_eq!(report.rows_staged, 5);
+    let want = vec![
+        "2|b2|9.50|20|2024-04-01 00:00:00".to_string(),
+        "3|c|1.25|21|2024-04-01 00:00:01".to_string(),
+    ];
+    assert_eq!(final_rows(&plan, true).await, want);
+    // The same manifests again: the same table.
+    target
+        .load(&plan, l.store.as_ref(), &[m1.clone(), m2.clone()])
+        .await
+        .expect("replay");
+    assert_eq!(final_rows(&plan, true).await, want);
+
+    // A manifest naming a file that is gone: the load fails naming it and merges nothing.
+    let gone = m2.files[0].key.clone();
+    l.store.delete(&gone).await.expect("delete");
+    let m3 = transform(
+        &l,
+        &after,
+        "raw/cdc/orders/3.jsonl",
+        &[r#"{"order":4,"note":"d","_op":"c","_lsn":30,"_commit_ts":"2024-05-01T00:00:00Z"}"#],
+    )
+    .await;
+    let e = target
+        .load(&plan, l.store.as_ref(), &[m3, m2])
+        .await
+        .expect_err("a file is missing");
+    assert!(matches!(e, LoadError::File { .. }), "{e}");
+    assert!(e.to_string().contains(&gone), "{e}");
+    assert_eq!(final_rows(&plan, true).await, want, "nothing merged");
+}

@@ -19,9 +19,11 @@
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
 mod plan;
+mod postgres;
 mod sql;
 
 pub use plan::{LoadPlan, PlanColumn, PlanError, Statement};
+pub use postgres::{LoadError, LoadReport, PgTarget};
 pub use sql::{quote_ident, Dialect};
 
 #[cfg(test)]

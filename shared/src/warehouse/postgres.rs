@@ -1,0 +1,296 @@
+//! The PostgreSQL executor: a load plan run on PostgreSQL (local runs and tests), in one
+//! SERIALIZABLE transaction, with the stage filled by `COPY … FROM STDIN` from the batch's
+//! Parquet files. PostgreSQL maps the files' columns by name: a file written before an additive
+//! column change simply lacks the column, which stays NULL.
+//!
+//! A serialization failure (SQLSTATE 40001) or deadlock (40P01) rolls the whole load back;
+//! it is retried with backoff and jitter, from the start, up to `MAX_ATTEMPTS` times.
+
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::lake::manifest::Manifest;
+use crate::lake::ObjectStore;
+
+use super::plan::{LoadPlan, Statement};
+use super::sql::{quote_ident, Dialect};
+
+/// Attempts of one load when PostgreSQL reports a serialization conflict.
+const MAX_ATTEMPTS: u32 = 5;
+/// First back-off; doubled per attempt, with jitter.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why a load failed. The transaction was rolled back: the final table is as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("connecting to the warehouse: {0}")]
+    Connect(String),
+    #[error("load of {table}: statement {statement} failed: {message}")]
+    Statement {
+        table: String,
+        statement: &'static str,
+        message: String,
+        /// SQLSTATE 40001 / 40P01: another transaction won; the same load may succeed.
+        conflict: bool,
+    },
+    #[error("load of {table}: file {key}: {message}")]
+    File {
+        table: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl LoadError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, LoadError::Statement { conflict: true, .. })
+    }
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub files: usize,
+    /// Rows COPYed into the stage.
+    pub rows_staged: u64,
+    /// Rows left out because a merge key was NULL (they cannot match any row).
+    pub rows_null_key: u64,
+    /// Transactions it took (more than one after serialization conflicts).
+    pub attempts: u32,
+}
+
+/// A PostgreSQL database as a load target.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    pool: PgPool,
+}
+
+impl PgTarget {
+    pub async fn connect(url: &str) -> Result<Self, LoadError> {
+        PgPool::connect(url)
+            .await
+            .map(|pool| Self { pool })
+            .map_err(|e| LoadError::Connect(e.to_string()))
+    }
+
+    /// Creates the schema, final table, side table and persistent stage when missing.
+    pub async fn create_tables(&self, plan: &LoadPlan) -> Result<(), LoadError> {
+        let mut c = self.conn().await?;
+        for s in plan.create_tables(Dialect::Postgres) {
+            exec(&mut c, &plan.table, &s).await?;
+        }
+        Ok(())
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, LoadError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| LoadError::Connect(e.to_string()))
+    }
+
+    /// Loads the files of `manifests` into the plan's table, retrying conflicts.
+    pub async fn load(
+        &self,
+        plan: &LoadPlan,
+        store: &dyn ObjectStore,
+        manifests: &[Manifest],
+    ) -> Result<LoadReport, LoadError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut c = self.conn().await?;
+            match load_once(&mut c, plan, store, manifests).await {
+                Ok(mut r) => {
+                    r.attempts = attempt;
+                    return Ok(r);
+                }
+                Err(e) if e.is_conflict() && attempt < MAX_ATTEMPTS => {
+                    let backoff = FIRST_BACKOFF * 2u32.pow(attempt - 1);
+                    let jitter = Duration::from_millis(u64::from(rand_ms(attempt)));
+                    tracing::warn!(table = %plan.table, attempt, error = %e, "serialization conflict; retrying the load");
+                    tokio::time::sleep(backoff + jitter).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A few milliseconds of jitter, different per process and attempt.
+fn rand_ms(attempt: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ (std::process::id() << 8) ^ attempt) % 50
+}
+
+async fn exec(c: &mut PgConnection, table: &str, s: &Statement) -> Result<(), LoadError> {
+    sqlx::query(AssertSqlSafe(s.sql.clone()))
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(|e| statement_error(table, s.name, &e))
+}
+
+fn statement_error(table: &str, statement: &'static str, e: &sqlx::Error) -> LoadError {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.into_owned()));
+    LoadError::Statement {
+        table: table.to_string(),
+        statement,
+        message: e.to_string(),
+        conflict: matches!(code.as_deref(), Some("40001" | "40P01")),
+    }
+}
+
+async fn load_once(
+    c: &mut PgConnection,
+    plan: &LoadPlan,
+    store: &dyn ObjectStore,
+    manifests: &[Manifest],
+) -> Result<LoadReport, LoadError> {
+    let mut tx = c
+        .begin()
+        .await
+        .map_err(|e| statement_error(&plan.table, "begin", &e))?;
+    exec(
+        &mut tx,
+        &plan.table,
+        &Statement {
+            name: "isolation",
+            sql: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE".into(),
+        },
+    )
+    .await?;
+    for s in plan.before_copy(Dialect::Postgres) {
+        exec(&mut tx, &plan.table, &s).await?;
+    }
+    let mut report = LoadReport::default();
+    for m in manifests {
+        for f in &m.files {
+            copy_file(&mut tx, plan, store, &f.key, &mut report).await?;
+            report.files += 1;
+        }
+    }
+    for s in plan.after_copy(Dialect::Postgres) {
+        exec(&mut tx, &plan.table, &s).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| statement_error(&plan.table, "commit", &e))?;
+    Ok(report)
+}
+
+/// COPYs one Parquet file into the stage, by column name.
+async fn copy_file(
+    c: &mut PgConnection,
+    plan: &LoadPlan,
+    store: &dyn ObjectStore,
+    key: &str,
+    report: &mut LoadReport,
+) -> Result<(), LoadError> {
+    let file_err = |message: String| LoadError::File {
+        table: plan.table.clone(),
+        key: key.to_string(),
+        message,
+    };
+    // Whole file in memory: the local executor's files are the transform's (≤ its target size).
+    let bytes = store
+        .get_bytes(key)
+        .await
+        .map_err(|e| file_err(e.to_string()))?;
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|e| file_err(e.to_string()))?;
+    let Some(first) = reader.next() else {
+        return Ok(()); // a file without rows
+    };
+    let first = first.map_err(|e| file_err(e.to_string()))?;
+    let sql = copy_statement(plan, &first).map_err(file_err)?;
+    let copy_err = |e: sqlx::Error| statement_error(&plan.table, "copy", &e);
+    let mut w = c.copy_in_raw(&sql).await.map_err(copy_err)?;
+    let mut batch = Some(first);
+    while let Some(b) = batch.take() {
+        let (csv, null_keys) = to_csv(plan, &b).map_err(file_err)?;
+        report.rows_null_key += null_keys;
+        w.send(csv).await.map_err(copy_err)?;
+        batch = reader
+            .next()
+            .transpose()
+            .map_err(|e| file_err(e.to_string()))?;
+    }
+    report.rows_staged += w.finish().await.map_err(copy_err)?;
+    Ok(())
+}
+
+/// `COPY <stage> ("wh1", "wh2", …) FROM STDIN WITH (FORMAT csv)` for the file's columns.
+fn copy_statement(plan: &LoadPlan, batch: &RecordBatch) -> Result<String, String> {
+    let mut cols = Vec::new();
+    for f in batch.schema().fields() {
+        let c = plan
+            .columns
+            .iter()
+            .find(|c| &c.lake == f.name())
+            .ok_or_else(|| format!("column {} is not an output column of the table", f.name()))?;
+        cols.push(quote_ident(&c.warehouse));
+    }
+    Ok(format!(
+        "COPY {} ({}) FROM STDIN WITH (FORMAT csv)",
+        plan.stage_table(),
+        cols.join(", ")
+    ))
+}
+
+/// The batch as CSV for COPY (NULL unquoted and empty, every value quoted), without the rows
+/// whose merge key is NULL; and how many those were.
+fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<(Vec<u8>, u64), String> {
+    let schema = batch.schema();
+    let key_idx: Vec<usize> = plan
+        .columns
+        .iter()
+        .filter(|c| plan.keys.contains(&c.warehouse))
+        .filter_map(|c| schema.index_of(&c.lake).ok())
+        .collect();
+    let opts = FormatOptions::default();
+    let fmts: Vec<ArrayFormatter<'_>> = batch
+        .columns()
+        .iter()
+        .map(|a| ArrayFormatter::try_new(a.as_ref(), &opts).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(batch.num_rows() * 64);
+    let mut null_keys = 0;
+    for r in 0..batch.num_rows() {
+        if key_idx.iter().any(|&i| batch.column(i).is_null(r)) {
+            null_keys += 1;
+            continue;
+        }
+        for (i, a) in batch.columns().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if a.is_null(r) {
+                continue;
+            }
+            let text = match a.data_type() {
+                // bytea's text form.
+                DataType::Binary => format!("\\x{}", hex::encode(a.as_binary::<i32>().value(r))),
+                _ => fmts[i].value(r).to_string(),
+            };
+            out.push(b'"');
+            out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'\n');
+    }
+    Ok((out, null_keys))
+}
