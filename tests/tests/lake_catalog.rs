@@ -416,3 +416,44 @@ async fn clients_honour_service_specific_endpoints() {
         .expect_err("missing SLUICE_LAKE is an error");
     assert!(e.to_string().contains("SLUICE_LAKE is not set"), "{e}");
 }
+
+/// The loader's lease on S3 (moto): create-if-absent and update-if-match do the locking.
+#[tokio::test]
+async fn load_lease_on_s3() {
+    use sluice::warehouse::lease::{acquire, release, Acquired};
+    let sdk = moto_sdk_config().await;
+    let bucket = unique_name("lease");
+    let store = S3Store::new(moto_bucket(&sdk, &bucket).await, &bucket);
+    let ttl = std::time::Duration::from_secs(60);
+    let t0 = 1_700_000_000_000;
+    let Acquired::Held(a) = acquire(&store, "orders", "a", ttl, t0)
+        .await
+        .expect("acquire")
+    else {
+        panic!("free lease not taken")
+    };
+    assert!(matches!(
+        acquire(&store, "orders", "b", ttl, t0 + 1).await.expect("acquire"),
+        Acquired::Busy { ref owner, .. } if owner == "a"
+    ));
+    let Acquired::Held(b) = acquire(&store, "orders", "b", ttl, t0 + 61_000)
+        .await
+        .expect("acquire")
+    else {
+        panic!("expired lease not taken over")
+    };
+    release(&store, &a).await.expect("stale release");
+    assert!(matches!(
+        acquire(&store, "orders", "c", ttl, t0 + 62_000)
+            .await
+            .expect("acquire"),
+        Acquired::Busy { .. }
+    ));
+    release(&store, &b).await.expect("release");
+    assert!(matches!(
+        acquire(&store, "orders", "c", ttl, t0 + 63_000)
+            .await
+            .expect("acquire"),
+        Acquired::Held(_)
+    ));
+}

@@ -76,6 +76,11 @@ pub fn state_key(name: &str) -> String {
     format!("{STATE}{name}")
 }
 
+/// `state/loads/<table>`: the lease that keeps loads of one table one at a time.
+pub fn load_lease_key(table: &str) -> String {
+    format!("{STATE}loads/{table}")
+}
+
 /// Whether a key is a source object the transform takes (under `raw/`, not a folder marker).
 pub fn is_raw_object(key: &str) -> bool {
     key.starts_with(RAW) && !key.ends_with('/')
@@ -207,6 +212,7 @@ mod tests {
         assert_eq!(manifests_prefix("t"), "manifests/t/");
         assert_eq!(quarantine_prefix("t"), "quarantine/t/");
         assert_eq!(state_key("leases/t"), "state/leases/t");
+        assert_eq!(load_lease_key("t"), "state/loads/t");
         assert!(is_raw_object("raw/t/a.csv"));
         assert!(!is_raw_object("raw/t/"));
         assert!(!is_raw_object("curated/t/a.parquet"));

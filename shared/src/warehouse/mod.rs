@@ -18,6 +18,7 @@
 //! 8. the stage is cleared: temporary tables dropped, a persistent stage emptied with `DELETE`
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
+pub mod lease;
 mod plan;
 mod postgres;
 mod sql;
