@@ -1,7 +1,8 @@
 //! `sluice`: run the pipeline's functions locally, on the same code the Lambdas run.
 //!
 //! `sluice demo` makes sample data and transforms it on a local lake under `./sluice-demo/`;
-//! `sluice transform` runs the transform on given objects of a local or S3 lake.
+//! `sluice transform` runs the transform on given objects of a local or S3 lake;
+//! `sluice warehouse ddl` prints the warehouse tables the loader writes.
 
 mod demo;
 
@@ -55,6 +56,25 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// The warehouse the loader writes.
+    Warehouse {
+        #[command(subcommand)]
+        command: WarehouseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WarehouseCommand {
+    /// Print the DDL: each final table (and the loader's side tables) from the output schema,
+    /// and Redshift Spectrum's external schema for each Glue database.
+    Ddl {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// `redshift` or `postgres`.
+        #[arg(long, default_value = "redshift")]
+        dialect: String,
+    },
 }
 
 #[tokio::main]
@@ -75,6 +95,9 @@ async fn main() -> ExitCode {
             hash_key_file,
             keys,
         } => transform(&pipeline, &lake, hash_key_file, &keys).await,
+        Command::Warehouse {
+            command: WarehouseCommand::Ddl { pipeline, dialect },
+        } => warehouse_ddl(&pipeline, &dialect),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,6 +174,40 @@ async fn transform(
     }
     if failed > 0 {
         return Err(format!("{failed} of {} objects failed", keys.len()).into());
+    }
+    Ok(())
+}
+
+fn warehouse_ddl(pipeline: &std::path::Path, dialect: &str) -> Result<(), BoxError> {
+    use sluice::warehouse::{spectrum_schema, Dialect, LoadPlan};
+    let dialect = match dialect {
+        "redshift" => Dialect::Redshift,
+        "postgres" => Dialect::Postgres,
+        other => return Err(format!("--dialect {other}: expected redshift or postgres").into()),
+    };
+    let p = Pipeline::from_path(pipeline)?;
+    let mut any = false;
+    for t in p.tables.iter().filter(|t| t.warehouse.is_some()) {
+        any = true;
+        let plan = LoadPlan::new(t)?;
+        println!("-- table {}", t.name);
+        for s in plan.create_tables(dialect) {
+            println!("{};", s.sql);
+        }
+    }
+    if !any {
+        return Err("no table of the pipeline has a [tables.warehouse] section".into());
+    }
+    if let (Some(r), Dialect::Redshift) = (&p.redshift, dialect) {
+        let dbs: std::collections::BTreeSet<&str> = p
+            .tables
+            .iter()
+            .map(|t| t.catalog.database.as_str())
+            .collect();
+        for db in dbs {
+            println!("-- Spectrum: the lake's tables in Glue database {db}");
+            println!("{};", spectrum_schema(db, &r.copy_iam_role));
+        }
     }
     Ok(())
 }

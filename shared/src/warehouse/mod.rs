@@ -25,7 +25,7 @@ mod sql;
 
 pub use plan::{LoadPlan, PlanColumn, PlanError, Statement};
 pub use postgres::{LoadError, LoadReport, PgTarget};
-pub use sql::{quote_ident, Dialect};
+pub use sql::{quote_ident, spectrum_schema, Dialect};
 
 #[cfg(test)]
 mod tests;

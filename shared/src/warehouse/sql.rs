@@ -77,6 +77,17 @@ impl Dialect {
     }
 }
 
+/// Redshift Spectrum's view of a Glue database: an external schema `spectrum_<database>`, so
+/// the lake's tables are queryable from Redshift without loading them.
+pub fn spectrum_schema(glue_database: &str, iam_role: &str) -> String {
+    format!(
+        "CREATE EXTERNAL SCHEMA IF NOT EXISTS {} FROM DATA CATALOG DATABASE '{}' IAM_ROLE '{}'",
+        quote_ident(&format!("spectrum_{glue_database}")),
+        glue_database.replace('\'', "''"),
+        iam_role.replace('\'', "''")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +98,14 @@ mod tests {
         assert_eq!(quote_ident("Full Name"), "\"Full Name\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(qualified("Sales Mart", "Order"), "\"Sales Mart\".\"Order\"");
+    }
+
+    #[test]
+    fn spectrum_schema_names_the_glue_database() {
+        assert_eq!(
+            spectrum_schema("sluice_lake", "arn:aws:iam::1:role/r"),
+            "CREATE EXTERNAL SCHEMA IF NOT EXISTS \"spectrum_sluice_lake\" FROM DATA CATALOG DATABASE 'sluice_lake' IAM_ROLE 'arn:aws:iam::1:role/r'"
+        );
     }
 
     #[test]
