@@ -380,6 +380,29 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
         .expect("load");
     assert_eq!(report.files, m1.files.len() + m2.files.len());
     assert_eq!(report.rows_null_key, 1, "the row without a key is left out");
+    // ... and quarantined with the reason, naming its file and row.
+    assert_eq!(report.quarantine_keys.len(), 1, "{report:?}");
+    let q = l
+        .store
+        .get_bytes(&report.quarantine_keys[0])
+        .await
+        .expect("quarantine object");
+    let q: Vec<serde_json::Value> = String::from_utf8(q.to_vec())
+        .expect("utf8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    assert_eq!(q.len(), 1);
+    assert!(m1.files.iter().any(|f| f.key == q[0]["object"]), "{q:?}");
+    assert_eq!(q[0]["column"], "order");
+    assert!(
+        q[0]["reason"].as_str().unwrap_or("").contains("NULL"),
+        "{q:?}"
+    );
+    assert!(
+        q[0]["raw"].as_str().unwrap_or("").contains("note=no key"),
+        "{q:?}"
+    );
     assert_eq!(report.rows_staged, 5);
     let want = vec![
         "2|b2|9.50|20|2024-04-01 00:00:00".to_string(),

@@ -81,6 +81,12 @@ pub fn load_lease_key(table: &str) -> String {
     format!("{STATE}loads/{table}")
 }
 
+/// `quarantine/<table>/load-<hash of the file key>.jsonl`: the rows of one curated file the
+/// loader could not load (a NULL merge key).
+pub fn load_quarantine_key(table: &str, file_key: &str) -> String {
+    format!("{QUARANTINE}{table}/load-{}.jsonl", source_hash(file_key))
+}
+
 /// Whether a key is a source object the transform takes (under `raw/`, not a folder marker).
 pub fn is_raw_object(key: &str) -> bool {
     key.starts_with(RAW) && !key.ends_with('/')
@@ -213,6 +219,7 @@ mod tests {
         assert_eq!(quarantine_prefix("t"), "quarantine/t/");
         assert_eq!(state_key("leases/t"), "state/leases/t");
         assert_eq!(load_lease_key("t"), "state/loads/t");
+        assert!(load_quarantine_key("t", "curated/t/x.parquet").starts_with("quarantine/t/load-"));
         assert!(is_raw_object("raw/t/a.csv"));
         assert!(!is_raw_object("raw/t/"));
         assert!(!is_raw_object("curated/t/a.parquet"));

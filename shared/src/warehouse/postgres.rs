@@ -15,8 +15,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Connection};
 
+use crate::lake::layout::load_quarantine_key;
 use crate::lake::manifest::Manifest;
-use crate::lake::ObjectStore;
+use crate::lake::quarantine::QuarantineRecord;
+use crate::lake::{ObjectStore, PutMode};
 
 use super::plan::{LoadPlan, Statement};
 use super::sql::{quote_ident, Dialect};
@@ -40,6 +42,12 @@ pub enum LoadError {
         /// SQLSTATE 40001 / 40P01: another transaction won; the same load may succeed.
         conflict: bool,
     },
+    #[error("load of {table}: writing quarantine {key}: {message}")]
+    Quarantine {
+        table: String,
+        key: String,
+        message: String,
+    },
     #[error("load of {table}: file {key}: {message}")]
     File {
         table: String,
@@ -60,8 +68,11 @@ pub struct LoadReport {
     pub files: usize,
     /// Rows COPYed into the stage.
     pub rows_staged: u64,
-    /// Rows left out because a merge key was NULL (they cannot match any row).
+    /// Rows left out because a merge key was NULL (they cannot match any row); each is in a
+    /// quarantine object with the reason.
     pub rows_null_key: u64,
+    /// The quarantine objects written for them, one per file that had any.
+    pub quarantine_keys: Vec<String>,
     /// Transactions it took (more than one after serialization conflicts).
     pub attempts: u32,
 }
@@ -107,9 +118,13 @@ impl PgTarget {
         loop {
             attempt += 1;
             let mut c = self.conn().await?;
-            match load_once(&mut c, plan, store, manifests).await {
+            let mut quarantine = Vec::new();
+            match load_once(&mut c, plan, store, manifests, &mut quarantine).await {
                 Ok(mut r) => {
                     r.attempts = attempt;
+                    // After the commit: these rows are out of the load whatever happens next,
+                    // and a re-run writes the same objects again.
+                    r.quarantine_keys = write_quarantine(plan, store, quarantine).await?;
                     return Ok(r);
                 }
                 Err(e) if e.is_conflict() && attempt < MAX_ATTEMPTS => {
@@ -131,6 +146,39 @@ fn rand_ms(attempt: u32) -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     (nanos ^ (std::process::id() << 8) ^ attempt) % 50
+}
+
+/// Rows of one file left out of a load, with the reason.
+struct FileQuarantine {
+    file_key: String,
+    records: Vec<QuarantineRecord>,
+}
+
+async fn write_quarantine(
+    plan: &LoadPlan,
+    store: &dyn ObjectStore,
+    files: Vec<FileQuarantine>,
+) -> Result<Vec<String>, LoadError> {
+    let mut keys = Vec::new();
+    for f in files.into_iter().filter(|f| !f.records.is_empty()) {
+        let key = load_quarantine_key(&plan.table, &f.file_key);
+        let err = |message: String| LoadError::Quarantine {
+            table: plan.table.clone(),
+            key: key.clone(),
+            message,
+        };
+        let mut body = Vec::new();
+        for r in &f.records {
+            body.extend(r.to_json_line().map_err(|e| err(e.to_string()))?);
+        }
+        store
+            .put(&key, body.into(), PutMode::Overwrite)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        tracing::warn!(table = %plan.table, file = %f.file_key, quarantine = %key, rows = f.records.len(), "rows with a NULL merge key quarantined");
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 async fn exec(c: &mut PgConnection, table: &str, s: &Statement) -> Result<(), LoadError> {
@@ -158,6 +206,7 @@ async fn load_once(
     plan: &LoadPlan,
     store: &dyn ObjectStore,
     manifests: &[Manifest],
+    quarantine: &mut Vec<FileQuarantine>,
 ) -> Result<LoadReport, LoadError> {
     let mut tx = c
         .begin()
@@ -178,7 +227,12 @@ async fn load_once(
     let mut report = LoadReport::default();
     for m in manifests {
         for f in &m.files {
-            copy_file(&mut tx, plan, store, &f.key, &mut report).await?;
+            let mut q = FileQuarantine {
+                file_key: f.key.clone(),
+                records: Vec::new(),
+            };
+            copy_file(&mut tx, plan, store, &f.key, &mut report, &mut q).await?;
+            quarantine.push(q);
             report.files += 1;
         }
     }
@@ -198,6 +252,7 @@ async fn copy_file(
     store: &dyn ObjectStore,
     key: &str,
     report: &mut LoadReport,
+    quarantine: &mut FileQuarantine,
 ) -> Result<(), LoadError> {
     let file_err = |message: String| LoadError::File {
         table: plan.table.clone(),
@@ -220,9 +275,21 @@ async fn copy_file(
     let copy_err = |e: sqlx::Error| statement_error(&plan.table, "copy", &e);
     let mut w = c.copy_in_raw(&sql).await.map_err(copy_err)?;
     let mut batch = Some(first);
+    let mut row_base = 0u64;
     while let Some(b) = batch.take() {
-        let (csv, null_keys) = to_csv(plan, &b).map_err(file_err)?;
-        report.rows_null_key += null_keys;
+        let CsvBatch { csv, null_key_rows } = to_csv(plan, &b).map_err(file_err)?;
+        report.rows_null_key += null_key_rows.len() as u64;
+        for NullKeyRow { index, raw } in null_key_rows {
+            quarantine.records.push(QuarantineRecord {
+                object: key.to_string(),
+                line: row_base + index as u64 + 1,
+                column: Some(plan.keys.join(",")),
+                reason: "a merge key is NULL: the row cannot match or be matched".into(),
+                raw,
+                raw_truncated: false,
+            });
+        }
+        row_base += b.num_rows() as u64;
         w.send(csv).await.map_err(copy_err)?;
         batch = reader
             .next()
@@ -251,9 +318,21 @@ fn copy_statement(plan: &LoadPlan, batch: &RecordBatch) -> Result<String, String
     ))
 }
 
+/// A row left out of the COPY: its index in the batch, and the row as `col=value|…`.
+struct NullKeyRow {
+    index: usize,
+    raw: String,
+}
+
+/// A batch as COPY's CSV, and the rows left out of it.
+struct CsvBatch {
+    csv: Vec<u8>,
+    null_key_rows: Vec<NullKeyRow>,
+}
+
 /// The batch as CSV for COPY (NULL unquoted and empty, every value quoted), without the rows
-/// whose merge key is NULL; and how many those were.
-fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<(Vec<u8>, u64), String> {
+/// whose merge key is NULL.
+fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<CsvBatch, String> {
     let schema = batch.schema();
     let key_idx: Vec<usize> = plan
         .columns
@@ -268,10 +347,17 @@ fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<(Vec<u8>, u64), String
         .map(|a| ArrayFormatter::try_new(a.as_ref(), &opts).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows() * 64);
-    let mut null_keys = 0;
+    let mut null_keys = Vec::new();
     for r in 0..batch.num_rows() {
         if key_idx.iter().any(|&i| batch.column(i).is_null(r)) {
-            null_keys += 1;
+            let raw = schema
+                .fields()
+                .iter()
+                .zip(&fmts)
+                .map(|(f, x)| format!("{}={}", f.name(), x.value(r)))
+                .collect::<Vec<_>>()
+                .join("|");
+            null_keys.push(NullKeyRow { index: r, raw });
             continue;
         }
         for (i, a) in batch.columns().iter().enumerate() {
@@ -292,5 +378,8 @@ fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<(Vec<u8>, u64), String
         }
         out.push(b'\n');
     }
-    Ok((out, null_keys))
+    Ok(CsvBatch {
+        csv: out,
+        null_key_rows: null_keys,
+    })
 }
