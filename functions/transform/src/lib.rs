@@ -47,10 +47,6 @@ pub struct Processed {
     pub manifest_key: String,
 }
 
-fn bad_event(message: String) -> HandlerError {
-    HandlerError::bad_input(message)
-}
-
 /// Handles one S3 notification event (or the `s3:TestEvent` S3 sends on set-up).
 pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError> {
     if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
@@ -60,7 +56,9 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
     let records = event
         .get("Records")
         .and_then(Value::as_array)
-        .ok_or_else(|| bad_event("event has no Records array: not an S3 notification".into()))?;
+        .ok_or_else(|| {
+            HandlerError::bad_input("event has no Records array: not an S3 notification")
+        })?;
     let mut response = Response::default();
     let mut failures = Vec::new();
     let mut worst = ErrorKind::BadInput;
@@ -164,18 +162,15 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../../examples/pipeline.toml");
 
     #[tokio::test]
-    async fn handles_the_put_fixture_on_a_local_lake() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("hash.key"), "k".repeat(32)).unwrap();
+    async fn handles_the_put_fixture_on_a_local_lake() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("hash.key"), "k".repeat(32))?;
         let pipeline_path = dir.path().join("pipeline.toml");
         let text = EXAMPLE.replace("secret = \"sluice/hash-key\"", "file = \"hash.key\"");
-        std::fs::write(&pipeline_path, text).unwrap();
-        let pipeline = Pipeline::from_path(&pipeline_path).unwrap();
-        let hash_key = sluice::secrets::load_hash_key(&pipeline, None, None)
-            .await
-            .unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::new(dir.path().join("lake")).unwrap());
+        std::fs::write(&pipeline_path, text)?;
+        let pipeline = Pipeline::from_path(&pipeline_path)?;
+        let hash_key = sluice::secrets::load_hash_key(&pipeline, None, None).await?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("lake"))?);
         // The key the fixture names, once decoded.
         let key = "raw/funnel/2019-10 sample+1.csv";
         let csv = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
@@ -184,29 +179,25 @@ mod tests {
                    not a time,view,1,2,,acme,1.5,7,s3\n";
         store
             .put(key, csv.as_bytes().to_vec().into(), PutMode::Overwrite)
-            .await
-            .unwrap();
+            .await?;
         let deps = Deps {
-            transformer: Transformer::new(pipeline, hash_key).unwrap(),
+            transformer: Transformer::new(pipeline, hash_key)?,
             lakes: Lakes::Fixed(store.clone()),
             catalog: Arc::new(LocalCatalog::new(dir.path().join("catalog.json"))),
             emit_metrics: false,
         };
-        let event: Value = serde_json::from_str(PUT_EVENT).unwrap();
-        let r = handle(&deps, event).await.expect("handled");
+        let event: Value = serde_json::from_str(PUT_EVENT)?;
+        let r = handle(&deps, event).await?;
         assert_eq!(r.processed.len(), 1, "{r:?}");
         let p = &r.processed[0];
         assert_eq!((p.key.as_str(), p.table.as_str()), (key, "funnel"));
         assert_eq!((p.rows_read, p.rows_written, p.rows_quarantined), (3, 2, 1));
-        let m = Manifest::from_json(
-            &store.get_bytes(&p.manifest_key).await.unwrap(),
-            &p.manifest_key,
-        )
-        .expect("manifest");
+        let m = Manifest::from_json(&store.get_bytes(&p.manifest_key).await?, &p.manifest_key)?;
         assert_eq!(m.files.len(), 2, "two months");
         assert_eq!(m.file_rows(), 2);
         for f in &m.files {
-            assert_eq!(store.head(&f.key).await.unwrap().etag, f.etag);
+            assert_eq!(store.head(&f.key).await?.etag, f.etag);
         }
+        Ok(())
     }
 }
