@@ -115,19 +115,15 @@ pub(crate) async fn open_lake(
     lake: &str,
 ) -> Result<(Arc<dyn ObjectStore>, Arc<dyn Catalog>), BoxError> {
     if lake.starts_with("s3://") {
-        let sdk = sluice::aws::sdk_config().await;
-        let store = sluice::lake::open(lake, Some(&sdk)).await?;
-        Ok((store, Arc::new(GlueCatalog::new(aws_sdk_glue_client(&sdk)))))
+        let clients = sluice::aws::Clients::from_env().await;
+        let store = sluice::lake::open_with_client(lake, &clients.s3)?;
+        Ok((store, Arc::new(GlueCatalog::new(clients.glue))))
     } else {
         std::fs::create_dir_all(lake)?;
-        let store = sluice::lake::open(lake, None).await?;
+        let store: Arc<dyn ObjectStore> = Arc::new(sluice::lake::LocalStore::new(lake)?);
         let catalog = LocalCatalog::new(PathBuf::from(lake).join("_catalog").join("catalog.json"));
         Ok((store, Arc::new(catalog)))
     }
-}
-
-fn aws_sdk_glue_client(sdk: &aws_config::SdkConfig) -> aws_sdk_glue::Client {
-    aws_sdk_glue::Client::new(sdk)
 }
 
 async fn transform(

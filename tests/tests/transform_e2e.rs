@@ -41,9 +41,13 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = pipeline_copy(dir.path(), &db, &secret);
     let pipeline = Pipeline::from_path(&path).expect("examples/pipeline.toml (edited copy) parses");
-    let hash_key = sluice::secrets::load_hash_key(&pipeline, None, Some(&sdk))
-        .await
-        .expect("hash key from the moto secret the pipeline names");
+    let hash_key = sluice::secrets::load_hash_key(
+        &pipeline,
+        None,
+        Some(&aws_sdk_secretsmanager::Client::new(&sdk)),
+    )
+    .await
+    .expect("hash key from the moto secret the pipeline names");
     let transformer = Transformer::new(pipeline, hash_key).expect("transformer");
     let glue = aws_sdk_glue::Client::new(&sdk);
     let deps = Deps {

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let clients = Clients::from_env().await;
     let pipeline = pipeline_from_env(&clients).await?;
-    let hash_key = sluice::secrets::load_hash_key(&pipeline, None, Some(&clients.sdk)).await?;
+    let hash_key = sluice::secrets::load_hash_key(&pipeline, None, Some(&clients.secrets)).await?;
     let transformer = Transformer::new(pipeline, hash_key)?;
     // S3 events name their bucket; SLUICE_LAKE, when set, pins the function to one lake.
     let lakes = match lake_from_env(&clients).await? {

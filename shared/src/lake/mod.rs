@@ -99,25 +99,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens a lake from a URL: `s3://bucket` (AWS, honouring `AWS_ENDPOINT_URL`) or a local
-/// directory (created when missing).
-pub async fn open(
-    url: &str,
-    sdk: Option<&aws_config::SdkConfig>,
-) -> Result<Arc<dyn ObjectStore>, LakeError> {
-    if url.starts_with("s3://") {
-        let config = match sdk {
-            Some(c) => c.clone(),
-            None => crate::aws::sdk_config().await,
-        };
-        let client = aws_sdk_s3::Client::from_conf(crate::aws::s3_config(&config));
-        open_with_client(url, &client)
-    } else {
-        Ok(Arc::new(LocalStore::new(url)?))
-    }
-}
-
-/// Like [`open`], with an S3 client built once at start-up.
+/// Opens a lake from a URL: `s3://bucket` (through `s3`, the client built once at start-up)
+/// or a local directory (created when missing).
 pub fn open_with_client(
     url: &str,
     s3: &aws_sdk_s3::Client,

@@ -108,7 +108,7 @@ impl SecretError {
 pub async fn load_hash_key(
     pipeline: &crate::config::Pipeline,
     override_file: Option<&Path>,
-    sdk: Option<&aws_config::SdkConfig>,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
 ) -> Result<Option<HashKey>, SecretError> {
     if let Some(f) = override_file {
         return HashKey::from_file(f).map(Some);
@@ -117,12 +117,15 @@ pub async fn load_hash_key(
         return HashKey::from_file(&f).map(Some);
     }
     if let Some(id) = pipeline.hash_key.as_ref().and_then(|h| h.secret.as_deref()) {
-        let sdk = match sdk {
-            Some(s) => s.clone(),
-            None => crate::aws::sdk_config().await,
-        };
-        let client = aws_sdk_secretsmanager::Client::new(&sdk);
-        return HashKey::from_secrets_manager(&client, id).await.map(Some);
+        // The start-up's client when there is one; otherwise one from the environment.
+        return match secrets {
+            Some(client) => HashKey::from_secrets_manager(client, id).await,
+            None => {
+                let client = aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await);
+                HashKey::from_secrets_manager(&client, id).await
+            }
+        }
+        .map(Some);
     }
     if pipeline.needs_hash_key() {
         return Err(SecretError::Missing);
