@@ -71,6 +71,11 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
     }
 }
 
+/// The output name of a field extracted from a JSON column: `<column>_<path in snake_case>`.
+pub fn json_field_name(column_output_name: &str, path: &str) -> String {
+    format!("{column_output_name}_{}", snake_case(path))
+}
+
 /// One input value before PII rules: a plain column or one field of a JSON column.
 struct Value<'a> {
     name: String,
@@ -88,7 +93,7 @@ fn values(t: &TableConfig) -> Vec<Value<'_>> {
         if c.ty == ColumnType::Json {
             for (fi, f) in c.fields.iter().enumerate() {
                 out.push(Value {
-                    name: format!("{base}_{}", snake_case(&f.path)),
+                    name: json_field_name(&base, &f.path),
                     ty: f.ty,
                     required: f.required,
                     pii: f.pii.as_ref(),

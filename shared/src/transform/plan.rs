@@ -5,7 +5,7 @@
 use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::catalog::{CatalogColumn, TableDef};
-use crate::config::{snake_case, ColumnType, TableConfig};
+use crate::config::{ColumnType, TableConfig};
 use crate::lake::layout::PARTITION_KEYS;
 use crate::schema::{self, Derive, OutputColumn};
 
@@ -193,7 +193,7 @@ fn inputs_and_slots(t: &TableConfig) -> (Vec<Input>, Vec<Slot>, SlotOf) {
                     json_path: f.path.split('.').map(String::from).collect(),
                     ty: f.ty,
                     required: f.required,
-                    name: format!("{base}_{}", snake_case(&f.path)),
+                    name: schema::json_field_name(&base, &f.path),
                 });
                 origin_of_slot.push((ci, Some(fi)));
             }

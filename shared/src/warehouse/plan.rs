@@ -160,14 +160,25 @@ impl LoadPlan {
             .join(", ")
     }
 
-    fn version_type(&self, dialect: Dialect) -> String {
+    /// `"name" TYPE` of one column by warehouse name (keys and the version are output columns:
+    /// the pipeline file is validated so).
+    fn column_def(&self, warehouse: &str, dialect: Dialect) -> String {
         let glue = self
             .columns
             .iter()
-            .find(|c| c.warehouse == self.version)
+            .find(|c| c.warehouse == warehouse)
             .map(|c| c.glue_type.as_str())
-            .unwrap_or("bigint");
-        dialect.column_type(glue)
+            .unwrap_or("string");
+        format!("{} {}", quote_ident(warehouse), dialect.column_type(glue))
+    }
+
+    /// `"k1", "k2"`.
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `a.k1 = b.k1 AND a.k2 = b.k2`.
@@ -185,30 +196,28 @@ impl LoadPlan {
         let keys = self
             .keys
             .iter()
-            .map(|k| {
-                let glue = self
-                    .columns
-                    .iter()
-                    .find(|c| &c.warehouse == k)
-                    .map(|c| c.glue_type.as_str())
-                    .unwrap_or("string");
-                format!("{} {}", quote_ident(k), dialect.column_type(glue))
-            })
+            .map(|k| self.column_def(k, dialect))
             .collect::<Vec<_>>()
             .join(", ");
         let mut out = vec![
-            st("create_schema", format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.schema))),
+            st(
+                "create_schema",
+                format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.schema)),
+            ),
             st(
                 "create_final",
-                format!("CREATE TABLE IF NOT EXISTS {} ({})", self.final_table(), self.column_defs(dialect)),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} ({})",
+                    self.final_table(),
+                    self.column_defs(dialect)
+                ),
             ),
             st(
                 "create_tombstones",
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {} ({keys}, {} {}, sluice_truncate BOOLEAN NOT NULL)",
+                    "CREATE TABLE IF NOT EXISTS {} ({keys}, {}, sluice_truncate BOOLEAN NOT NULL)",
                     self.tombstone_table(),
-                    quote_ident(&self.version),
-                    self.version_type(dialect)
+                    self.column_def(&self.version, dialect)
                 ),
             ),
         ];
@@ -268,12 +277,7 @@ impl LoadPlan {
         let batch = quote_ident(TEMP_BATCH);
         let v = quote_ident(&self.version);
         let cols = self.column_list();
-        let partition = self
-            .keys
-            .iter()
-            .map(|k| quote_ident(k))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let partition = self.key_list();
         let mut out = vec![st(
             "dedup_batch",
             dialect.create_temp_as(
@@ -321,12 +325,7 @@ impl LoadPlan {
                 self.keys_equal(&fin, "b")
             ),
         ));
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| quote_ident(k))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = self.key_list();
         if let Some(op) = &self.op {
             let op = quote_ident(op);
             out.push(st(

@@ -6,6 +6,7 @@
 //! A serialization failure (SQLSTATE 40001) or deadlock (40P01) rolls the whole load back;
 //! it is retried with backoff and jitter, from the start, up to `MAX_ATTEMPTS` times.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -348,6 +349,7 @@ fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<CsvBatch, String> {
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows() * 64);
     let mut null_keys = Vec::new();
+    let mut text = String::new();
     for r in 0..batch.num_rows() {
         if key_idx.iter().any(|&i| batch.column(i).is_null(r)) {
             let raw = schema
@@ -367,13 +369,25 @@ fn to_csv(plan: &LoadPlan, batch: &RecordBatch) -> Result<CsvBatch, String> {
             if a.is_null(r) {
                 continue;
             }
-            let text = match a.data_type() {
+            // One reused buffer per value: this loop runs for every value of the load.
+            text.clear();
+            let written = match a.data_type() {
                 // bytea's text form.
-                DataType::Binary => format!("\\x{}", hex::encode(a.as_binary::<i32>().value(r))),
-                _ => fmts[i].value(r).to_string(),
+                DataType::Binary => {
+                    text.push_str("\\x");
+                    text.push_str(&hex::encode(a.as_binary::<i32>().value(r)));
+                    Ok(())
+                }
+                _ => write!(text, "{}", fmts[i].value(r)),
             };
+            written.map_err(|e| e.to_string())?;
             out.push(b'"');
-            out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+            for b in text.bytes() {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
             out.push(b'"');
         }
         out.push(b'\n');
