@@ -26,6 +26,9 @@
 # logical cluster's DIR holds `owner.pid`. That is how db_reap_stale tells a killed run's
 # leftovers from a live run's.
 
+# shellcheck source=scripts/proc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 DB_PG_HOST=127.0.0.1 DB_PG_PORT=5432 DB_PG_USER=postgres
 DB_MYSQL_HOST=127.0.0.1 DB_MYSQL_PORT=3306 DB_MYSQL_USER=root
 DB_NAME_RE='^sluice_test_[0-9]+_[0-9a-f]+$'
@@ -142,18 +145,6 @@ _pg_pids_of() {
     done
 }
 
-# True while process $1 runs (a zombie, exited but not yet reaped, does not).
-_db_pid_alive() {
-    local stat state
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    state="${stat##*) }"
-    state="${state%% *}"
-    [ "$state" != Z ] && [ "$state" != X ]
-}
-
-_pg_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 pg_logical_start() {
     local dir="${1:?pg_logical_start DIR LOG}" log="${2:?pg_logical_start DIR LOG}" bin port attempt seen
@@ -200,7 +191,7 @@ EOF
     # The port is picked, released, then bound by postgres: another process may take it in
     # between, so a start that failed on "address in use" is retried on a new port.
     for attempt in 1 2 3; do
-        port="$(_pg_free_port)"
+        port="$(free_port)"
         seen="$(wc -l <"$log")"
         if (_pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$log" -o "-p $port" -w -t 30 start) >/dev/null 2>&1; then
             PG_LOGICAL_PORT="$port"
@@ -259,7 +250,7 @@ db_reap_stale() {
     for dir in "${TMPDIR:-/tmp}"/sluice-test.*/pg-logical; do
         [ -f "$dir/owner.pid" ] || continue
         owner="$(cat "$dir/owner.pid" 2>/dev/null)" || owner=""
-        [ -n "$owner" ] && _db_pid_alive "$owner" && continue
+        [ -n "$owner" ] && pid_running "$owner" && continue
         _pg_logical_remove "$dir" "$bin" && echo "removed the logical cluster of a killed run: $dir"
     done
     # Run databases whose owner is gone.
@@ -268,7 +259,7 @@ db_reap_stale() {
         [[ "$name" =~ $DB_NAME_RE ]] || continue
         owner="${name#sluice_test_}"
         owner="${owner%%_*}"
-        _db_pid_alive "$owner" && continue
+        pid_running "$owner" && continue
         if (_db_psql -d postgres -c "DROP DATABASE IF EXISTS $name WITH (FORCE)") >/dev/null 2>&1 &&
             (_db_mysql -e "DROP DATABASE IF EXISTS \`$name\`") >/dev/null 2>&1; then
             echo "dropped database $name of a killed run"

@@ -15,9 +15,9 @@
 MOTO_STARTUP_TIMEOUT="${MOTO_STARTUP_TIMEOUT:-30}"
 
 # A port the kernel just handed out on 127.0.0.1, free at the time of asking.
-moto_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=scripts/proc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 
 # Waits until http://127.0.0.1:$2 answers anything, while process $1 is alive.
 # 0: answered; 1: the process exited; 2: timed out.
@@ -59,7 +59,7 @@ moto_start() {
     # The port is picked, released, then bound by moto: another process may take it in between,
     # so a failed start on "address in use" is retried on a new port.
     for attempt in 1 2 3; do
-        MOTO_PORT="$(moto_free_port)"
+        MOTO_PORT="$(free_port)"
         # Not a process-group leader (no job control in scripts), so setsid execs in place and
         # $! is the server itself: the leader of its own new process group.
         setsid python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >>"$log" 2>&1 </dev/null &
@@ -88,26 +88,18 @@ moto_start() {
     return 1
 }
 
-# True while process $1 runs (an exited child that is not yet reaped is a zombie: not running).
-_moto_running() {
-    local stat state
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    state="${stat##*) }"
-    state="${state%% *}"
-    [ "$state" != Z ] && [ "$state" != X ]
-}
 
 moto_stop() {
     local pid="${MOTO_PID:-}" _
     [ -n "$pid" ] || return 0
     MOTO_PID=""
-    if _moto_running "$pid"; then
+    if pid_running "$pid"; then
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do
-            _moto_running "$pid" || break
+            pid_running "$pid" || break
             sleep 0.1
         done
-        if _moto_running "$pid"; then
+        if pid_running "$pid"; then
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
         fi
     fi
