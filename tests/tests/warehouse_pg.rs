@@ -70,7 +70,7 @@ async fn load(
         .execute(&mut *tx)
         .await
         .map_err(|e| e.to_string())?;
-    for s in plan.before_copy(Dialect::Postgres) {
+    for s in plan.before_copy(Dialect::Postgres, &[]) {
         exec(&mut tx, &s).await?;
     }
     for (order, note, op, lsn) in rows {
@@ -261,7 +261,7 @@ use sluice::catalog::LocalCatalog;
 use sluice::lake::manifest::Manifest;
 use sluice::lake::{LocalStore, ObjectStore, PutMode};
 use sluice::transform::Transformer;
-use sluice::warehouse::{LoadError, PgTarget};
+use sluice::warehouse::{LoadError, LoadOutcome, LoadSummary, Loader, PgTarget};
 
 fn changes_pipeline(schema: &str, with_amount: bool) -> Pipeline {
     let amount = if with_amount {
@@ -306,8 +306,8 @@ fn lake() -> Lake {
     }
 }
 
-/// Transforms `lines` as `key` and returns its manifest.
-async fn transform(l: &Lake, p: &Pipeline, key: &str, lines: &[&str]) -> Manifest {
+/// Transforms `lines` as `key` and returns its manifest's key and the manifest.
+async fn transform(l: &Lake, p: &Pipeline, key: &str, lines: &[&str]) -> (String, Manifest) {
     let body = lines.join("\n") + "\n";
     l.store
         .put(key, body.into_bytes().into(), PutMode::Overwrite)
@@ -319,7 +319,31 @@ async fn transform(l: &Lake, p: &Pipeline, key: &str, lines: &[&str]) -> Manifes
         .await
         .expect("transform");
     let b = l.store.get_bytes(&s.manifest_key).await.expect("manifest");
-    Manifest::from_json(&b, &s.manifest_key).expect("manifest")
+    let m = Manifest::from_json(&b, &s.manifest_key).expect("manifest");
+    (s.manifest_key, m)
+}
+
+/// One load through the loader (lease, manifests, PostgreSQL executor, reconciliation).
+async fn load_manifests(
+    l: &Lake,
+    p: &Pipeline,
+    target: &PgTarget,
+    keys: &[String],
+) -> Result<LoadSummary, LoadError> {
+    let loader = Loader {
+        pipeline: p,
+        store: l.store.as_ref(),
+        executor: target,
+        iam_role: String::new(),
+        lease_ttl: std::time::Duration::from_secs(60),
+        owner: "test".into(),
+        use_lease: true,
+        tombstone_retention_days: 30,
+    };
+    match loader.load("orders", keys).await? {
+        LoadOutcome::Loaded(s) => Ok(*s),
+        other => panic!("not loaded: {other:?}"),
+    }
 }
 
 async fn final_rows(plan: &LoadPlan, with_amount: bool) -> Vec<String> {
@@ -348,7 +372,7 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
     let l = lake();
     let before = changes_pipeline(&schema, false);
     let after = changes_pipeline(&schema, true);
-    let m1 = transform(
+    let (k1, m1) = transform(
         &l,
         &before,
         "raw/cdc/orders/1.jsonl",
@@ -359,8 +383,22 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
         ],
     )
     .await;
+    let target = PgTarget::connect(&pg_url()).await.expect("connect");
+    // The table is created by the first load, before `amount` exists.
+    let first = load_manifests(&l, &before, &target, &[k1.clone()])
+        .await
+        .expect("first load");
+    assert_eq!(first.mismatch, None, "{first:?}");
+    assert_eq!(
+        (
+            first.counts.staged,
+            first.counts.merged,
+            first.counts.null_keys
+        ),
+        (3, 2, 1)
+    );
     // Written after `amount` was added: files of both shapes in one batch.
-    let m2 = transform(
+    let (k2, m2) = transform(
         &l,
         &after,
         "raw/cdc/orders/2.jsonl",
@@ -372,15 +410,21 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
     )
     .await;
     let plan = LoadPlan::new(after.table("orders").unwrap()).expect("plan");
-    let target = PgTarget::connect(&pg_url()).await.expect("connect");
-    target.create_tables(&plan).await.expect("ddl");
-    let report = target
-        .load(&plan, l.store.as_ref(), &[m1.clone(), m2.clone()])
+    let report = load_manifests(&l, &after, &target, &[k1.clone(), k2.clone()])
         .await
         .expect("load");
     assert_eq!(report.files, m1.files.len() + m2.files.len());
-    assert_eq!(report.rows_null_key, 1, "the row without a key is left out");
-    // ... and quarantined with the reason, naming its file and row.
+    assert_eq!(report.mismatch, None, "{report:?}");
+    let c = report.counts;
+    assert_eq!((c.expected, c.staged, c.null_keys), (6, 6, 1), "{c:?}");
+    // 1 and 2 twice in the batch (the older versions are duplicates); 2 (newer) and 3 merge;
+    // 1 is deleted.
+    assert_eq!(
+        (c.merged, c.deleted, c.stale, c.duplicates),
+        (2, 1, 0, 2),
+        "{c:?}"
+    );
+    // The row without a key is quarantined with the reason, naming its file and row.
     assert_eq!(report.quarantine_keys.len(), 1, "{report:?}");
     let q = l
         .store
@@ -403,31 +447,36 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
         q[0]["raw"].as_str().unwrap_or("").contains("note=no key"),
         "{q:?}"
     );
-    assert_eq!(report.rows_staged, 5);
+    // The load's record, beside its COPY manifests.
+    let record: serde_json::Value =
+        serde_json::from_slice(&l.store.get_bytes(&report.record_key).await.expect("record"))
+            .expect("record json");
+    assert_eq!(record["counts"]["merged"], 2);
+    assert_eq!(record["manifests"].as_array().map(Vec::len), Some(2));
     let want = vec![
         "2|b2|9.50|20|2024-04-01 00:00:00".to_string(),
         "3|c|1.25|21|2024-04-01 00:00:01".to_string(),
     ];
     assert_eq!(final_rows(&plan, true).await, want);
     // The same manifests again: the same table.
-    target
-        .load(&plan, l.store.as_ref(), &[m1.clone(), m2.clone()])
+    let again = load_manifests(&l, &after, &target, &[k1.clone(), k2.clone()])
         .await
         .expect("replay");
+    assert_eq!(again.counts.merged, 0, "{again:?}");
+    assert_eq!(again.mismatch, None, "{again:?}");
     assert_eq!(final_rows(&plan, true).await, want);
 
     // A manifest naming a file that is gone: the load fails naming it and merges nothing.
     let gone = m2.files[0].key.clone();
     l.store.delete(&gone).await.expect("delete");
-    let m3 = transform(
+    let (k3, _) = transform(
         &l,
         &after,
         "raw/cdc/orders/3.jsonl",
         &[r#"{"order":4,"note":"d","_op":"c","_lsn":30,"_commit_ts":"2024-05-01T00:00:00Z"}"#],
     )
     .await;
-    let e = target
-        .load(&plan, l.store.as_ref(), &[m3, m2])
+    let e = load_manifests(&l, &after, &target, &[k3, k2])
         .await
         .expect_err("a file is missing");
     assert!(matches!(e, LoadError::File { .. }), "{e}");

@@ -76,9 +76,26 @@ pub fn state_key(name: &str) -> String {
     format!("{STATE}{name}")
 }
 
-/// `state/loads/<table>`: the lease that keeps loads of one table one at a time.
+/// `state/loads/<table>/lease`: the lease that keeps loads of one table one at a time.
 pub fn load_lease_key(table: &str) -> String {
-    format!("{STATE}loads/{table}")
+    format!("{STATE}loads/{table}/lease")
+}
+
+/// `state/loads/<table>/<batch>.statement.json`: the Data API statement a load submitted,
+/// recorded before polling so a re-invocation resumes it instead of submitting again.
+pub fn load_statement_key(table: &str, batch: &str) -> String {
+    format!("{STATE}loads/{table}/{batch}.statement.json")
+}
+
+/// `loads/<table>/<batch>.json`: the record of one load (manifests, statement id, counts).
+pub fn load_record_key(table: &str, batch: &str) -> String {
+    format!("{LOADS}{table}/{batch}.json")
+}
+
+/// `loads/<table>/<batch>/copy-<n>.manifest`: the COPY manifest of one group of files (never
+/// under `manifests/`, which would trigger the loader again).
+pub fn copy_manifest_key(table: &str, batch: &str, group: usize) -> String {
+    format!("{LOADS}{table}/{batch}/copy-{group}.manifest")
 }
 
 /// `quarantine/<table>/load-<hash of the file key>.jsonl`: the rows of one curated file the

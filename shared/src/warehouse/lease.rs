@@ -1,4 +1,4 @@
-//! One load per table at a time: a lease object under `state/loads/<table>`, taken with the
+//! One load per table at a time: a lease object under `state/loads/<table>/lease`, taken with the
 //! lake's create-if-absent write and, once expired, taken over with an update-if-match on the
 //! ETag that was read. Whoever loses either race backs off; nobody runs a second transaction on
 //! the same keys. The expiry is in the body, so a crashed holder blocks for one TTL at most.
@@ -146,7 +146,7 @@ mod tests {
         let Acquired::Held(a) = acquire(&store, "orders", "a", ttl, t0).await.unwrap() else {
             panic!("free lease not taken")
         };
-        assert_eq!(a.key, "state/loads/orders");
+        assert_eq!(a.key, "state/loads/orders/lease");
         match acquire(&store, "orders", "b", ttl, t0 + 1_000)
             .await
             .unwrap()

@@ -19,12 +19,20 @@
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
 pub mod lease;
+mod load;
 mod plan;
 mod postgres;
 mod sql;
 
-pub use plan::{LoadPlan, PlanColumn, PlanError, Statement};
-pub use postgres::{LoadError, LoadReport, PgTarget};
+pub use load::{
+    batch_id, Executed, Executor, LoadCounts, LoadError, LoadOutcome, LoadSummary, Loader,
+    RunContext,
+};
+pub use plan::{
+    step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step,
+    MAX_BATCH_STATEMENTS,
+};
+pub use postgres::{append_csv, PgTarget};
 pub use sql::{quote_ident, spectrum_schema, Dialect};
 
 #[cfg(test)]

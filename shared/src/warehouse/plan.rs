@@ -40,12 +40,87 @@ pub struct PlanColumn {
 /// One SQL statement of a load, named so a failure can say which step failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
-    pub name: &'static str,
+    pub name: String,
     pub sql: String,
 }
 
-fn st(name: &'static str, sql: String) -> Statement {
-    Statement { name, sql }
+fn st(name: impl Into<String>, sql: String) -> Statement {
+    Statement {
+        name: name.into(),
+        sql,
+    }
+}
+
+/// The Data API's limit on the statements of one `BatchExecuteStatement` (one transaction).
+pub const MAX_BATCH_STATEMENTS: usize = 40;
+
+/// Parquet files with the same column list, COPYed by one statement. Redshift maps a Parquet
+/// file's columns to the target's by position and needs their counts equal, so files written
+/// before an additive column change (fewer columns) go through a stage of their own shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyGroup {
+    /// Lake names of the files' columns, in file order.
+    pub columns: Vec<String>,
+    /// Lake keys of the files.
+    pub files: Vec<String>,
+    /// Where Redshift reads the group's COPY manifest (`s3://bucket/loads/<table>/…`).
+    pub manifest_url: String,
+}
+
+/// One COPY of a group of files into a stage table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyStep {
+    pub name: String,
+    /// The quoted table the files go into.
+    pub target: String,
+    /// Warehouse names of the target's columns, in file order.
+    pub columns: Vec<String>,
+    /// Lake names of the same columns.
+    pub lake_columns: Vec<String>,
+    pub files: Vec<String>,
+    /// The statement Redshift runs (`COPY … FORMAT AS PARQUET MANIFEST`); the PostgreSQL
+    /// executor streams `files` instead.
+    pub sql: String,
+}
+
+/// A step of a load: SQL, or a COPY of Parquet files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Sql(Statement),
+    Copy(CopyStep),
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Sql(s) => &s.name,
+            Step::Copy(c) => &c.name,
+        }
+    }
+
+    pub fn sql(&self) -> &str {
+        match self {
+            Step::Sql(s) => &s.sql,
+            Step::Copy(c) => &c.sql,
+        }
+    }
+}
+
+/// Names of the steps whose row counts reconciliation reads (rows affected, per step).
+pub mod step_names {
+    /// A COPY straight into the stage.
+    pub const COPY: &str = "copy";
+    /// Rows moved from a group's own stage into the stage.
+    pub const STAGE_GROUP: &str = "stage_group";
+    pub const DROP_NULL_KEYS: &str = "drop_null_keys";
+    pub const DEDUP: &str = "dedup_batch";
+    pub const STALE: [&str; 3] = [
+        "drop_truncated_from_batch",
+        "drop_stale_against_final",
+        "drop_stale_against_tombstones",
+    ];
+    pub const TOMBSTONES: &str = "record_tombstones";
+    pub const INSERT: &str = "insert";
 }
 
 /// Everything the merge of one table needs.
@@ -215,7 +290,7 @@ impl LoadPlan {
             st(
                 "create_tombstones",
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {} ({keys}, {}, sluice_truncate BOOLEAN NOT NULL)",
+                    "CREATE TABLE IF NOT EXISTS {} ({keys}, {}, sluice_truncate BOOLEAN NOT NULL, sluice_at TIMESTAMP)",
                     self.tombstone_table(),
                     self.column_def(&self.version, dialect)
                 ),
@@ -242,8 +317,9 @@ impl LoadPlan {
         out
     }
 
-    /// The statements before the COPY: case sensitivity, the lock, the stage.
-    pub fn before_copy(&self, dialect: Dialect) -> Vec<Statement> {
+    /// The statements before the COPY: case sensitivity, the lock, new columns (lake names in
+    /// `add_columns`: additive evolution, nullable), the stage.
+    pub fn before_copy(&self, dialect: Dialect, add_columns: &[String]) -> Vec<Statement> {
         let mut out = Vec::new();
         if self.needs_case_sensitivity() {
             if let Some(sql) = dialect.case_sensitive_identifiers() {
@@ -252,6 +328,24 @@ impl LoadPlan {
         }
         if self.lock {
             out.push(st("lock", dialect.lock(&self.final_table())));
+        }
+        for c in self
+            .columns
+            .iter()
+            .filter(|c| add_columns.contains(&c.lake))
+        {
+            let def = self.column_def(&c.warehouse, dialect);
+            out.push(st(
+                format!("add_column {}", c.lake),
+                format!("ALTER TABLE {} ADD COLUMN {def}", self.final_table()),
+            ));
+            // A persistent stage was created beside the final table, with the same columns.
+            if let Staging::Table(_) = self.staging {
+                out.push(st(
+                    format!("add_stage_column {}", c.lake),
+                    format!("ALTER TABLE {} ADD COLUMN {def}", self.stage_table()),
+                ));
+            }
         }
         match self.staging {
             Staging::Temp => out.push(st(
@@ -278,21 +372,37 @@ impl LoadPlan {
         let v = quote_ident(&self.version);
         let cols = self.column_list();
         let partition = self.key_list();
-        let mut out = vec![st(
-            "dedup_batch",
-            dialect.create_temp_as(
-                &batch,
-                &format!(
-                    "SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {v} DESC NULLS LAST) AS sluice_rn FROM {}) d WHERE sluice_rn = 1",
+        let no_key = self
+            .keys
+            .iter()
+            .map(|k| format!("{} IS NULL", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let mut out = vec![
+            // Counted here; the loader quarantined these rows before the load (a NULL key
+            // matches nothing, so it could never be replaced or deleted).
+            st(
+                step_names::DROP_NULL_KEYS,
+                format!("DELETE FROM {} WHERE {no_key}", self.stage_table()),
+            ),
+            st(
+                "create_batch",
+                dialect.create_temp(&batch, &format!("({})", self.column_defs(dialect))),
+            ),
+            // INSERT rather than CREATE … AS: both databases report its row count.
+            st(
+                step_names::DEDUP,
+                format!(
+                    "INSERT INTO {batch} ({cols}) SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {v} DESC NULLS LAST) AS sluice_rn FROM {}) d WHERE sluice_rn = 1",
                     self.stage_table()
                 ),
             ),
-        )];
+        ];
         if let Some(op) = &self.op {
             let op = quote_ident(op);
             out.push(st(
                 "record_truncate",
-                format!("INSERT INTO {tomb} ({v}, sluice_truncate) SELECT MAX({v}), TRUE FROM {batch} WHERE {op} = 't' HAVING COUNT(*) > 0"),
+                format!("INSERT INTO {tomb} ({v}, sluice_truncate, sluice_at) SELECT MAX({v}), TRUE, {} FROM {batch} WHERE {op} = 't' HAVING COUNT(*) > 0", dialect.now()),
             ));
         }
         let truncated = format!("(SELECT MAX({v}) FROM {tomb} WHERE sluice_truncate)");
@@ -336,16 +446,16 @@ impl LoadPlan {
                 ),
             ));
             out.push(st(
-                "record_tombstones",
-                format!("INSERT INTO {tomb} ({keys}, {v}, sluice_truncate) SELECT {keys}, {v}, FALSE FROM {batch} WHERE {op} = 'd'"),
+                step_names::TOMBSTONES,
+                format!("INSERT INTO {tomb} ({keys}, {v}, sluice_truncate, sluice_at) SELECT {keys}, {v}, FALSE, {} FROM {batch} WHERE {op} = 'd'", dialect.now()),
             ));
             out.push(st(
-                "insert",
+                step_names::INSERT,
                 format!("INSERT INTO {fin} ({cols}) SELECT {cols} FROM {batch} WHERE {op} IS NULL OR {op} NOT IN ('d', 't')"),
             ));
         } else {
             out.push(st(
-                "insert",
+                step_names::INSERT,
                 format!("INSERT INTO {fin} ({cols}) SELECT {cols} FROM {batch}"),
             ));
         }
@@ -361,5 +471,125 @@ impl LoadPlan {
             )),
         }
         out
+    }
+
+    /// The COPYs of a batch: a group whose columns are the table's, in order, straight into
+    /// the stage; any other group into a temporary stage of its own shape, then moved into the
+    /// stage by name (its missing columns stay NULL).
+    pub fn copy_steps(
+        &self,
+        dialect: Dialect,
+        groups: &[CopyGroup],
+        iam_role: &str,
+    ) -> Result<Vec<Step>, PlanError> {
+        let full: Vec<&str> = self.columns.iter().map(|c| c.lake.as_str()).collect();
+        let mut out = Vec::new();
+        for (i, g) in groups.iter().enumerate() {
+            let cols = g
+                .columns
+                .iter()
+                .map(|lake| {
+                    self.columns
+                        .iter()
+                        .find(|c| &c.lake == lake)
+                        .ok_or_else(|| PlanError::Schema {
+                            table: self.table.clone(),
+                            reason: format!(
+                                "file {} has column {lake}, which is not an output column of the table (only additive changes load: re-run the transform on its source)",
+                                g.files.first().map(String::as_str).unwrap_or("?")
+                            ),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let wh: Vec<String> = cols.iter().map(|c| c.warehouse.clone()).collect();
+            let copy = |name: String, target: String| {
+                Step::Copy(CopyStep {
+                    sql: dialect.copy_parquet(&target, &g.manifest_url, iam_role),
+                    name,
+                    target,
+                    columns: wh.clone(),
+                    lake_columns: g.columns.clone(),
+                    files: g.files.clone(),
+                })
+            };
+            if g.columns
+                .iter()
+                .map(String::as_str)
+                .eq(full.iter().copied())
+            {
+                out.push(copy(step_names::COPY.to_string(), self.stage_table()));
+                continue;
+            }
+            let group_stage = quote_ident(&format!("{TEMP_STAGE}_g{i}"));
+            let defs = wh
+                .iter()
+                .map(|w| self.column_def(w, dialect))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let list = wh
+                .iter()
+                .map(|w| quote_ident(w))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(Step::Sql(st(
+                format!("create_group_stage {i}"),
+                dialect.create_temp(&group_stage, &format!("({defs})")),
+            )));
+            out.push(copy(format!("copy_group {i}"), group_stage.clone()));
+            out.push(Step::Sql(st(
+                step_names::STAGE_GROUP,
+                format!(
+                    "INSERT INTO {} ({list}) SELECT {list} FROM {group_stage}",
+                    self.stage_table()
+                ),
+            )));
+            out.push(Step::Sql(st(
+                format!("drop_group_stage {i}"),
+                format!("DROP TABLE {group_stage}"),
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Every step of one load, in order (the order of effects in `mod.rs`), in one transaction.
+    /// `add_columns`: lake names of output columns the final table lacks.
+    pub fn steps(
+        &self,
+        dialect: Dialect,
+        groups: &[CopyGroup],
+        add_columns: &[String],
+        iam_role: &str,
+    ) -> Result<Vec<Step>, PlanError> {
+        let mut out: Vec<Step> = self
+            .before_copy(dialect, add_columns)
+            .into_iter()
+            .map(Step::Sql)
+            .collect();
+        out.extend(self.copy_steps(dialect, groups, iam_role)?);
+        out.extend(self.after_copy(dialect).into_iter().map(Step::Sql));
+        if dialect == Dialect::Redshift && out.len() > MAX_BATCH_STATEMENTS {
+            return Err(PlanError::Schema {
+                table: self.table.clone(),
+                reason: format!(
+                    "the load needs {} statements, more than the {MAX_BATCH_STATEMENTS} one Data API batch takes ({} column lists among the files): load the manifests in smaller batches",
+                    out.len(),
+                    groups.len()
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Tombstones older than `retention_days` removed: run after a load commits. Truncation
+    /// records stay (there is one per TRUNCATE, and they guard every older row).
+    pub fn purge_tombstones(&self, dialect: Dialect, retention_days: u32) -> Statement {
+        st(
+            "purge_tombstones",
+            format!(
+                "DELETE FROM {} WHERE NOT sluice_truncate AND sluice_at < {}",
+                self.tombstone_table(),
+                dialect.days_ago(retention_days)
+            ),
+        )
     }
 }

@@ -68,6 +68,35 @@ impl Dialect {
         }
     }
 
+    /// The current time, for the tombstones' `sluice_at`.
+    pub fn now(self) -> &'static str {
+        match self {
+            Dialect::Redshift => "GETDATE()",
+            Dialect::Postgres => "LOCALTIMESTAMP",
+        }
+    }
+
+    /// The instant `days` days ago.
+    pub fn days_ago(self, days: u32) -> String {
+        match self {
+            Dialect::Redshift => format!("DATEADD(day, -{days}, GETDATE())"),
+            Dialect::Postgres => format!("LOCALTIMESTAMP - INTERVAL '{days} days'"),
+        }
+    }
+
+    /// The COPY of Parquet files listed in a COPY manifest (Redshift's statement; the
+    /// PostgreSQL executor streams the files itself and shows this text in logs only).
+    pub fn copy_parquet(self, table: &str, manifest_url: &str, iam_role: &str) -> String {
+        match self {
+            Dialect::Redshift => format!(
+                "COPY {table} FROM '{}' IAM_ROLE '{}' FORMAT AS PARQUET MANIFEST",
+                manifest_url.replace('\'', "''"),
+                iam_role.replace('\'', "''")
+            ),
+            Dialect::Postgres => format!("COPY {table} FROM STDIN WITH (FORMAT csv)"),
+        }
+    }
+
     /// Redshift folds quoted identifiers to lower case unless this is on.
     pub fn case_sensitive_identifiers(self) -> Option<String> {
         match self {

@@ -24,18 +24,41 @@ columns = [
 ]
 "#;
 
-fn render(plan: &LoadPlan, dialect: Dialect) -> String {
-    let mut out = String::new();
-    for (part, stmts) in [
-        ("create_tables", plan.create_tables(dialect)),
-        ("before_copy", plan.before_copy(dialect)),
-        ("after_copy", plan.after_copy(dialect)),
-    ] {
-        out.push_str(&format!("-- {part}\n"));
-        for s in stmts {
-            out.push_str(&format!("-- {}\n{};\n", s.name, s.sql));
-        }
+/// The plan as one load runs it: files of the table's current columns and, when `old` is
+/// given, files written before the columns in `old.1` were added.
+fn render(plan: &LoadPlan, dialect: Dialect, old: Option<(&str, &[&str])>) -> String {
+    let full: Vec<String> = plan.columns.iter().map(|c| c.lake.clone()).collect();
+    let mut groups = vec![CopyGroup {
+        columns: full,
+        files: vec!["curated/t/new.parquet".into()],
+        manifest_url: "s3://lake/loads/t/b/copy-0.manifest".into(),
+    }];
+    let mut add = Vec::new();
+    if let Some((file, added)) = old {
+        groups.push(CopyGroup {
+            columns: plan
+                .columns
+                .iter()
+                .map(|c| c.lake.clone())
+                .filter(|c| !added.contains(&c.as_str()))
+                .collect(),
+            files: vec![file.into()],
+            manifest_url: "s3://lake/loads/t/b/copy-1.manifest".into(),
+        });
+        add = added.iter().map(|c| c.to_string()).collect();
     }
+    let mut out = String::from("-- create_tables\n");
+    for s in plan.create_tables(dialect) {
+        out.push_str(&format!("-- {}\n{};\n", s.name, s.sql));
+    }
+    out.push_str("-- load\n");
+    let role = "arn:aws:iam::123456789012:role/sluice-copy";
+    for s in plan.steps(dialect, &groups, &add, role).expect("steps") {
+        out.push_str(&format!("-- {}\n{};\n", s.name(), s.sql()));
+    }
+    out.push_str("-- after the commit\n");
+    let p = plan.purge_tombstones(dialect, 30);
+    out.push_str(&format!("-- {}\n{};\n", p.name, p.sql));
     out
 }
 
@@ -70,8 +93,14 @@ fn customers_plan_is_golden() {
     assert_eq!(plan.version, "updated_at");
     assert!(plan.op.is_none());
     assert!(!plan.needs_case_sensitivity());
-    golden("customers.redshift.sql", &render(&plan, Dialect::Redshift));
-    golden("customers.postgres.sql", &render(&plan, Dialect::Postgres));
+    golden(
+        "customers.redshift.sql",
+        &render(&plan, Dialect::Redshift, None),
+    );
+    golden(
+        "customers.postgres.sql",
+        &render(&plan, Dialect::Postgres, None),
+    );
 }
 
 #[test]
@@ -80,7 +109,8 @@ fn change_table_with_awkward_names_is_golden() {
     assert_eq!(plan.version, "_lsn", "defaults to dedup.order_by");
     assert_eq!(plan.op.as_deref(), Some("_op"));
     assert!(plan.needs_case_sensitivity());
-    let redshift = render(&plan, Dialect::Redshift);
+    let old = Some(("curated/orders/old.parquet", &["amount"][..]));
+    let redshift = render(&plan, Dialect::Redshift, old);
     assert!(redshift.contains("SET enable_case_sensitive_identifier TO true"));
     assert!(
         !redshift
@@ -90,8 +120,19 @@ fn change_table_with_awkward_names_is_golden() {
     );
     assert!(!redshift.contains("LOCK "), "lock = false");
     assert!(redshift.contains("\"Note \"\"quoted\"\"\""));
+    // Redshift maps Parquet columns by position: one COPY per column list, the older files
+    // through a stage of their own shape, and the new column added to the final table first.
+    assert_eq!(redshift.matches("FORMAT AS PARQUET MANIFEST").count(), 2);
+    assert!(
+        redshift.contains("COPY \"sluice_stage_g1\" FROM 's3://lake/loads/t/b/copy-1.manifest'")
+    );
+    assert!(redshift
+        .contains("ALTER TABLE \"Sales Mart\".\"Order\" ADD COLUMN \"amount\" DECIMAL(12,2)"));
     golden("orders.redshift.sql", &redshift);
-    golden("orders.postgres.sql", &render(&plan, Dialect::Postgres));
+    golden(
+        "orders.postgres.sql",
+        &render(&plan, Dialect::Postgres, old),
+    );
 }
 
 #[test]

@@ -4,19 +4,36 @@ CREATE SCHEMA IF NOT EXISTS "Sales Mart";
 -- create_final
 CREATE TABLE IF NOT EXISTS "Sales Mart"."Order" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
 -- create_tombstones
-CREATE TABLE IF NOT EXISTS "Sales Mart"."Order__sluice_deleted" ("order" BIGINT, "_lsn" BIGINT, sluice_truncate BOOLEAN NOT NULL);
+CREATE TABLE IF NOT EXISTS "Sales Mart"."Order__sluice_deleted" ("order" BIGINT, "_lsn" BIGINT, sluice_truncate BOOLEAN NOT NULL, sluice_at TIMESTAMP);
 -- create_stage_schema
 CREATE SCHEMA IF NOT EXISTS "stg";
 -- create_stage
 CREATE TABLE IF NOT EXISTS "stg"."Order Stage" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
--- before_copy
+-- load
+-- add_column amount
+ALTER TABLE "Sales Mart"."Order" ADD COLUMN "amount" DECIMAL(12,2);
+-- add_stage_column amount
+ALTER TABLE "stg"."Order Stage" ADD COLUMN "amount" DECIMAL(12,2);
 -- clear_stage_before
 DELETE FROM "stg"."Order Stage";
--- after_copy
+-- copy
+COPY "stg"."Order Stage" FROM STDIN WITH (FORMAT csv);
+-- create_group_stage 1
+CREATE TEMP TABLE "sluice_stage_g1" ("order" BIGINT, "Note ""quoted""" TEXT, "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP) ON COMMIT DROP;
+-- copy_group 1
+COPY "sluice_stage_g1" FROM STDIN WITH (FORMAT csv);
+-- stage_group
+INSERT INTO "stg"."Order Stage" ("order", "Note ""quoted""", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "_op", "_lsn", "_commit_ts" FROM "sluice_stage_g1";
+-- drop_group_stage 1
+DROP TABLE "sluice_stage_g1";
+-- drop_null_keys
+DELETE FROM "stg"."Order Stage" WHERE "order" IS NULL;
+-- create_batch
+CREATE TEMP TABLE "sluice_batch" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP) ON COMMIT DROP;
 -- dedup_batch
-CREATE TEMP TABLE "sluice_batch" ON COMMIT DROP AS SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM (SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", ROW_NUMBER() OVER (PARTITION BY "order" ORDER BY "_lsn" DESC NULLS LAST) AS sluice_rn FROM "stg"."Order Stage") d WHERE sluice_rn = 1;
+INSERT INTO "sluice_batch" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM (SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", ROW_NUMBER() OVER (PARTITION BY "order" ORDER BY "_lsn" DESC NULLS LAST) AS sluice_rn FROM "stg"."Order Stage") d WHERE sluice_rn = 1;
 -- record_truncate
-INSERT INTO "Sales Mart"."Order__sluice_deleted" ("_lsn", sluice_truncate) SELECT MAX("_lsn"), TRUE FROM "sluice_batch" WHERE "_op" = 't' HAVING COUNT(*) > 0;
+INSERT INTO "Sales Mart"."Order__sluice_deleted" ("_lsn", sluice_truncate, sluice_at) SELECT MAX("_lsn"), TRUE, LOCALTIMESTAMP FROM "sluice_batch" WHERE "_op" = 't' HAVING COUNT(*) > 0;
 -- drop_truncated_from_batch
 DELETE FROM "sluice_batch" WHERE "_lsn" <= (SELECT MAX("_lsn") FROM "Sales Mart"."Order__sluice_deleted" WHERE sluice_truncate);
 -- drop_truncated_from_final
@@ -30,10 +47,13 @@ DELETE FROM "Sales Mart"."Order" USING "sluice_batch" b WHERE "Sales Mart"."Orde
 -- replace_tombstones
 DELETE FROM "Sales Mart"."Order__sluice_deleted" USING "sluice_batch" b WHERE NOT "Sales Mart"."Order__sluice_deleted".sluice_truncate AND "Sales Mart"."Order__sluice_deleted"."order" = b."order" AND b."_op" = 'd';
 -- record_tombstones
-INSERT INTO "Sales Mart"."Order__sluice_deleted" ("order", "_lsn", sluice_truncate) SELECT "order", "_lsn", FALSE FROM "sluice_batch" WHERE "_op" = 'd';
+INSERT INTO "Sales Mart"."Order__sluice_deleted" ("order", "_lsn", sluice_truncate, sluice_at) SELECT "order", "_lsn", FALSE, LOCALTIMESTAMP FROM "sluice_batch" WHERE "_op" = 'd';
 -- insert
 INSERT INTO "Sales Mart"."Order" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM "sluice_batch" WHERE "_op" IS NULL OR "_op" NOT IN ('d', 't');
 -- drop_batch
 DROP TABLE "sluice_batch";
 -- clear_stage
 DELETE FROM "stg"."Order Stage";
+-- after the commit
+-- purge_tombstones
+DELETE FROM "Sales Mart"."Order__sluice_deleted" WHERE NOT sluice_truncate AND sluice_at < LOCALTIMESTAMP - INTERVAL '30 days';
