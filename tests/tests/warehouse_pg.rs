@@ -385,7 +385,7 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
     .await;
     let target = PgTarget::connect(&pg_url()).await.expect("connect");
     // The table is created by the first load, before `amount` exists.
-    let first = load_manifests(&l, &before, &target, &[k1.clone()])
+    let first = load_manifests(&l, &before, &target, std::slice::from_ref(&k1))
         .await
         .expect("first load");
     assert_eq!(first.mismatch, None, "{first:?}");
