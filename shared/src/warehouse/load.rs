@@ -103,6 +103,8 @@ pub struct Executed {
     /// Rows each step affected (COPY: rows loaded), by step position; None where the database
     /// does not say.
     pub rows: Vec<Option<u64>>,
+    /// Milliseconds each step took, by step position, where the executor measures them.
+    pub millis: Vec<Option<u64>>,
     /// The Data API statement id, when there is one.
     pub statement_id: Option<String>,
     /// Transactions it took (more than one after conflicts).
@@ -187,6 +189,10 @@ pub struct LoadSummary {
     pub mismatch: Option<String>,
     pub quarantine_keys: Vec<String>,
     pub record_key: String,
+    /// Wall time of the load transaction (all attempts), and of its COPY steps in the attempt
+    /// that committed (where the executor measures steps).
+    pub run_ms: u64,
+    pub copy_ms: u64,
     pub finished_at_ms: u64,
 }
 
@@ -329,6 +335,8 @@ impl Loader<'_> {
             mismatch: None,
             quarantine_keys: Vec::new(),
             record_key: load_record_key(table, &batch),
+            run_ms: 0,
+            copy_ms: 0,
             finished_at_ms: 0,
         };
         if files == 0 {
@@ -358,7 +366,15 @@ impl Loader<'_> {
             table,
             batch: &batch,
         };
+        let started = std::time::Instant::now();
         let executed = self.executor.run(&plan, &steps, &ctx).await?;
+        summary.run_ms = started.elapsed().as_millis() as u64;
+        summary.copy_ms = steps
+            .iter()
+            .zip(&executed.millis)
+            .filter(|(s, _)| matches!(s, Step::Copy(_)) || s.name() == step_names::STAGE_GROUP)
+            .map(|(_, ms)| ms.unwrap_or(0))
+            .sum();
         summary.statement_id = executed.statement_id.clone();
         summary.attempts = executed.attempts;
         summary.counts = counts(&steps, &executed, expected);

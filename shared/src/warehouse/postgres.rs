@@ -94,9 +94,10 @@ impl Executor for PgTarget {
             attempt += 1;
             let mut c = self.conn().await?;
             match run_once(&mut c, plan, steps, ctx.store).await {
-                Ok(rows) => {
+                Ok((rows, millis)) => {
                     return Ok(Executed {
                         rows,
+                        millis,
                         statement_id: None,
                         attempts: attempt,
                     })
@@ -152,7 +153,7 @@ async fn run_once(
     plan: &LoadPlan,
     steps: &[Step],
     store: &dyn ObjectStore,
-) -> Result<Vec<Option<u64>>, LoadError> {
+) -> Result<(Vec<Option<u64>>, Vec<Option<u64>>), LoadError> {
     let mut tx = c
         .begin()
         .await
@@ -167,7 +168,9 @@ async fn run_once(
     )
     .await?;
     let mut rows = Vec::with_capacity(steps.len());
+    let mut millis = Vec::with_capacity(steps.len());
     for step in steps {
+        let started = std::time::Instant::now();
         let n = match step {
             Step::Sql(s) => exec(&mut tx, &plan.table, s).await?,
             Step::Copy(copy) => {
@@ -179,11 +182,12 @@ async fn run_once(
             }
         };
         rows.push(Some(n));
+        millis.push(Some(started.elapsed().as_millis() as u64));
     }
     tx.commit()
         .await
         .map_err(|e| statement_error(&plan.table, "commit", &e))?;
-    Ok(rows)
+    Ok((rows, millis))
 }
 
 /// COPYs one Parquet file into the step's table, by column name; the rows COPYed.
