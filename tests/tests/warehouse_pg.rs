@@ -361,7 +361,6 @@ fn loader<'a>(
         lease_ttl: std::time::Duration::from_secs(60),
         owner: owner.into(),
         use_lease,
-        tombstone_retention_days: 30,
     }
 }
 
@@ -817,5 +816,104 @@ async fn without_lease_and_lock_a_real_serialization_conflict_is_retried() {
             "3|c|∅|21|2024-03-02 10:01:00".to_string()
         ],
         "each key once at its latest version: B's older 2 is stale on retry"
+    );
+}
+
+#[tokio::test]
+async fn awkward_identifiers_load_and_old_tombstones_are_purged() {
+    // A schema, table and columns with reserved words, spaces, quotes and upper case.
+    let schema = format!("Sales \"{}\" Mart", unique_name("ident"));
+    let text = format!(
+        r#"
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = {{ key = ["order"], order_by = "_lsn" }}
+catalog = {{ database = "db" }}
+warehouse = {{ schema = '{schema}', table = "Select Order", merge_keys = ["order"], tombstone_retention_days = 7, columns = {{ order = "ORDER", note = "Note \"Text\"" }} }}
+columns = [
+  {{ name = "order", type = "int" }},
+  {{ name = "note", type = "string" }},
+  {{ name = "_op", type = "string" }},
+  {{ name = "_lsn", type = "int" }},
+  {{ name = "_commit_ts", type = "timestamp" }},
+]
+"#
+    );
+    let p = Pipeline::parse(&text, "test").expect("pipeline");
+    let plan = LoadPlan::new(p.table("orders").unwrap()).expect("plan");
+    let l = lake();
+    let target = PgTarget::connect(&pg_url()).await.expect("connect");
+    let (k1, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/1.jsonl",
+        &[
+            r#"{"order":1,"note":"a \"quoted\" note","_op":"c","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
+            r#"{"order":2,"note":"b","_op":"c","_lsn":11,"_commit_ts":"2024-03-01T10:01:00Z"}"#,
+            r#"{"order":3,"note":"c","_op":"c","_lsn":12,"_commit_ts":"2024-03-01T10:02:00Z"}"#,
+        ],
+    )
+    .await;
+    let (k2, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/2.jsonl",
+        &[
+            r#"{"order":2,"_op":"d","_lsn":20,"_commit_ts":"2024-03-02T10:00:00Z"}"#,
+            r#"{"order":3,"_op":"d","_lsn":21,"_commit_ts":"2024-03-02T10:01:00Z"}"#,
+        ],
+    )
+    .await;
+    let s = load_manifests(&l, &p, &target, &[k1, k2])
+        .await
+        .expect("load");
+    assert_eq!(s.mismatch, None, "{s:?}");
+    let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
+    let sql = format!(
+        "SELECT \"ORDER\", \"Note \"\"Text\"\"\" FROM {} ORDER BY 1",
+        plan.final_table()
+    );
+    let got: Vec<(i64, String)> = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut c)
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got, vec![(1, "a \"quoted\" note".to_string())]);
+    // Two tombstones; one of them made older than the retention: the next load purges it.
+    let tombs_sql = format!(
+        "SELECT \"ORDER\" FROM {} WHERE NOT sluice_truncate ORDER BY 1",
+        plan.tombstone_table()
+    );
+    async fn tombs(c: &mut PgConnection, sql: &str) -> Vec<i64> {
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+            .fetch_all(c)
+            .await
+            .expect("tombstones")
+    }
+    assert_eq!(tombs(&mut c, &tombs_sql).await, vec![2, 3]);
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {} SET sluice_at = LOCALTIMESTAMP - INTERVAL '8 days' WHERE \"ORDER\" = 2",
+        plan.tombstone_table()
+    )))
+    .execute(&mut c)
+    .await
+    .expect("age a tombstone");
+    let (k3, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/3.jsonl",
+        &[r#"{"order":4,"note":"d","_op":"c","_lsn":30,"_commit_ts":"2024-03-03T10:00:00Z"}"#],
+    )
+    .await;
+    load_manifests(&l, &p, &target, &[k3]).await.expect("load");
+    assert_eq!(
+        tombs(&mut c, &tombs_sql).await,
+        vec![3],
+        "the 8-day-old tombstone is purged"
     );
 }

@@ -60,12 +60,27 @@ pub struct WarehouseConfig {
     /// case, reserved words); lake names stay snake_case.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Days a delete's tombstone is kept, guarding the key against older loads arriving late;
+    /// older ones are purged after a load commits. Longer than any load can be delayed (SQS
+    /// retention, DLQ replays). Default 30.
+    #[serde(default = "default_tombstone_retention_days")]
+    pub tombstone_retention_days: u32,
+}
+
+const fn default_tombstone_retention_days() -> u32 {
+    30
 }
 
 impl WarehouseConfig {
     /// The rules of the section alone, and its column names against the table's output
     /// columns (`outputs`, in file order).
     pub(crate) fn validate(&self, t: &TableConfig, outputs: &[String]) -> Result<(), Invalid> {
+        if self.tombstone_retention_days == 0 {
+            return Err(Invalid::at(
+                "tombstone_retention_days",
+                "must be at least 1 (a tombstone purged at once lets a late, older load bring a deleted row back)",
+            ));
+        }
         if self.merge_keys.is_empty() {
             return Err(Invalid::at(
                 "merge_keys",

@@ -243,8 +243,6 @@ pub struct Loader<'a> {
     pub owner: String,
     /// Take the table's lease first (tests turn it off to make two loads really conflict).
     pub use_lease: bool,
-    /// Tombstones older than this are purged after a load commits.
-    pub tombstone_retention_days: u32,
 }
 
 /// The id of a batch: xxh3-64 of its sorted manifest keys.
@@ -383,10 +381,7 @@ impl Loader<'_> {
         summary.quarantine_keys = self.write_quarantine(&plan, quarantine).await?;
         if let Err(e) = self
             .executor
-            .execute(
-                table,
-                &plan.purge_tombstones(dialect, self.tombstone_retention_days),
-            )
+            .execute(table, &plan.purge_tombstones(dialect))
             .await
         {
             tracing::warn!(table, error = %e, "purging old tombstones failed; the next load tries again");

@@ -138,6 +138,7 @@ pub struct LoadPlan {
     pub op: Option<String>,
     pub staging: Staging,
     pub lock: bool,
+    pub tombstone_retention_days: u32,
 }
 
 impl LoadPlan {
@@ -176,6 +177,7 @@ impl LoadPlan {
                 .then(|| wh(OP_COLUMN)),
             staging: w.staging.clone(),
             lock: w.lock,
+            tombstone_retention_days: w.tombstone_retention_days,
             columns,
         })
     }
@@ -582,7 +584,8 @@ impl LoadPlan {
 
     /// Tombstones older than `retention_days` removed: run after a load commits. Truncation
     /// records stay (there is one per TRUNCATE, and they guard every older row).
-    pub fn purge_tombstones(&self, dialect: Dialect, retention_days: u32) -> Statement {
+    pub fn purge_tombstones(&self, dialect: Dialect) -> Statement {
+        let retention_days = self.tombstone_retention_days;
         st(
             "purge_tombstones",
             format!(

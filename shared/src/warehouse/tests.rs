@@ -57,7 +57,7 @@ fn render(plan: &LoadPlan, dialect: Dialect, old: Option<(&str, &[&str])>) -> St
         out.push_str(&format!("-- {}\n{};\n", s.name(), s.sql()));
     }
     out.push_str("-- after the commit\n");
-    let p = plan.purge_tombstones(dialect, 30);
+    let p = plan.purge_tombstones(dialect);
     out.push_str(&format!("-- {}\n{};\n", p.name, p.sql));
     out
 }
