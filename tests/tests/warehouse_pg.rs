@@ -917,3 +917,42 @@ columns = [
         "the 8-day-old tombstone is purged"
     );
 }
+
+#[tokio::test]
+async fn reconciliation_reports_rows_that_went_missing() {
+    let schema = unique_name("recon");
+    let l = lake();
+    let p = changes_pipeline(&schema, false);
+    let (k1, mut m1) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/1.jsonl",
+        &[
+            r#"{"order":1,"note":"a","_op":"c","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
+            r#"{"order":2,"note":"b","_op":"c","_lsn":11,"_commit_ts":"2024-03-01T10:01:00Z"}"#,
+        ],
+    )
+    .await;
+    // The manifest claims a row its file does not hold (a file rewritten short, say).
+    m1.files[0].rows += 1;
+    m1.counts.rows_written += 1;
+    m1.counts.rows_read += 1;
+    l.store
+        .put(&k1, m1.to_json().expect("json").into(), PutMode::Overwrite)
+        .await
+        .expect("put manifest");
+    let target = PgTarget::connect(&pg_url()).await.expect("connect");
+    let s = load_manifests(&l, &p, &target, std::slice::from_ref(&k1))
+        .await
+        .expect("the load itself succeeds");
+    let m = s.mismatch.clone().expect("a mismatch");
+    assert!(m.contains("holds 2 rows but the manifests list 3"), "{m}");
+    let emf: serde_json::Value =
+        serde_json::from_str(&s.emf_line("redshift-loader")).expect("emf json");
+    assert_eq!(emf["ReconciliationMismatch"], 1, "{emf}");
+    assert_eq!(emf["manifests"][0], k1.as_str(), "{emf}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&l.store.get_bytes(&s.record_key).await.expect("record"))
+            .expect("record json");
+    assert!(record["mismatch"].as_str().unwrap_or("").contains("3"), "{record}");
+}
