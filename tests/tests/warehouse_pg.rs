@@ -70,7 +70,7 @@ async fn load(
         .execute(&mut *tx)
         .await
         .map_err(|e| e.to_string())?;
-    for s in plan.before_copy(Dialect::Postgres, &[]) {
+    for s in plan.before_copy(Dialect::Postgres, &Default::default()) {
         exec(&mut tx, &s).await?;
     }
     for (order, note, op, lsn) in rows {
@@ -752,7 +752,7 @@ async fn without_lease_and_lock_a_real_serialization_conflict_is_retried() {
         .execute(&mut *tx)
         .await
         .expect("isolation");
-    for s in plan.before_copy(Dialect::Postgres, &[]) {
+    for s in plan.before_copy(Dialect::Postgres, &Default::default()) {
         exec(&mut tx, &s).await.expect("before");
     }
     for (order, lsn) in [(1i64, 30i64), (2, 31)] {
@@ -954,5 +954,8 @@ async fn reconciliation_reports_rows_that_went_missing() {
     let record: serde_json::Value =
         serde_json::from_slice(&l.store.get_bytes(&s.record_key).await.expect("record"))
             .expect("record json");
-    assert!(record["mismatch"].as_str().unwrap_or("").contains("3"), "{record}");
+    assert!(
+        record["mismatch"].as_str().unwrap_or("").contains("3"),
+        "{record}"
+    );
 }

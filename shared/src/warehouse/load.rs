@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use serde::Serialize;
 
-use crate::config::Pipeline;
+use crate::config::{Pipeline, Staging};
 use crate::lake::layout::{copy_manifest_key, load_quarantine_key, load_record_key, source_hash};
 use crate::lake::manifest::Manifest;
 use crate::lake::quarantine::QuarantineRecord;
@@ -22,7 +22,7 @@ use crate::lambda::ErrorKind;
 use crate::metrics::Emf;
 
 use super::lease::{self, Acquired};
-use super::plan::{step_names, CopyGroup, LoadPlan, PlanError, Statement, Step};
+use super::plan::{step_names, CopyGroup, LoadPlan, PlanError, Statement, Step, TablesFound};
 use super::sql::Dialect;
 
 /// Why a load failed. Nothing was committed: the final table is as it was.
@@ -349,15 +349,25 @@ impl Loader<'_> {
             .executor
             .table_columns(table, &plan.schema, &plan.final_name)
             .await?;
-        let add_columns = missing_columns(&plan, existing.as_deref());
+        let stage_columns = match &plan.staging {
+            Staging::Table(name) => {
+                let (schema, name) = name.split_once('.').unwrap_or(("public", name));
+                self.executor.table_columns(table, schema, name).await?
+            }
+            Staging::Temp => None,
+        };
+        let found = TablesFound {
+            final_missing: missing_columns(&plan, existing.as_deref()),
+            stage_columns,
+        };
         let mut steps: Vec<Step> = plan
             .create_tables(dialect)
             .into_iter()
             .map(Step::Sql)
             .collect();
-        steps.extend(plan.steps(dialect, &groups, &add_columns, &self.iam_role)?);
-        if !add_columns.is_empty() {
-            tracing::info!(table, columns = ?add_columns, "adding new columns to the final table");
+        steps.extend(plan.steps(dialect, &groups, &found, &self.iam_role)?);
+        if !found.final_missing.is_empty() {
+            tracing::info!(table, columns = ?found.final_missing, "adding new columns to the final table");
         }
         let ctx = RunContext {
             store: self.store,

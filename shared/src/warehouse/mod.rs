@@ -29,7 +29,7 @@ pub use load::{
     RunContext,
 };
 pub use plan::{
-    step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step,
+    step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step, TablesFound,
     MAX_BATCH_STATEMENTS,
 };
 pub use postgres::{append_csv, PgTarget};

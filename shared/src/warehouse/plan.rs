@@ -67,6 +67,16 @@ pub struct CopyGroup {
     pub manifest_url: String,
 }
 
+/// What a load found of the warehouse's tables before it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablesFound {
+    /// Lake names of output columns the final table lacks: added before the merge.
+    pub final_missing: Vec<String>,
+    /// Warehouse names of a persistent stage's columns in their physical order (None: the
+    /// stage is temporary or new, and has the table's columns in order).
+    pub stage_columns: Option<Vec<String>>,
+}
+
 /// One COPY of a group of files into a stage table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyStep {
@@ -319,9 +329,9 @@ impl LoadPlan {
         out
     }
 
-    /// The statements before the COPY: case sensitivity, the lock, new columns (lake names in
-    /// `add_columns`: additive evolution, nullable), the stage.
-    pub fn before_copy(&self, dialect: Dialect, add_columns: &[String]) -> Vec<Statement> {
+    /// The statements before the COPY: case sensitivity, the lock, new columns (additive
+    /// evolution, nullable) in the final table and a persistent stage, the stage.
+    pub fn before_copy(&self, dialect: Dialect, found: &TablesFound) -> Vec<Statement> {
         let mut out = Vec::new();
         if self.needs_case_sensitivity() {
             if let Some(sql) = dialect.case_sensitive_identifiers() {
@@ -334,20 +344,26 @@ impl LoadPlan {
         for c in self
             .columns
             .iter()
-            .filter(|c| add_columns.contains(&c.lake))
+            .filter(|c| found.final_missing.contains(&c.lake))
         {
-            let def = self.column_def(&c.warehouse, dialect);
             out.push(st(
                 format!("add_column {}", c.lake),
-                format!("ALTER TABLE {} ADD COLUMN {def}", self.final_table()),
+                format!(
+                    "ALTER TABLE {} ADD COLUMN {}",
+                    self.final_table(),
+                    self.column_def(&c.warehouse, dialect)
+                ),
             ));
-            // A persistent stage was created beside the final table, with the same columns.
-            if let Staging::Table(_) = self.staging {
-                out.push(st(
-                    format!("add_stage_column {}", c.lake),
-                    format!("ALTER TABLE {} ADD COLUMN {def}", self.stage_table()),
-                ));
-            }
+        }
+        for w in self.stage_missing(found) {
+            out.push(st(
+                format!("add_stage_column {w}"),
+                format!(
+                    "ALTER TABLE {} ADD COLUMN {}",
+                    self.stage_table(),
+                    self.column_def(&w, dialect)
+                ),
+            ));
         }
         match self.staging {
             Staging::Temp => out.push(st(
@@ -475,16 +491,44 @@ impl LoadPlan {
         out
     }
 
-    /// The COPYs of a batch: a group whose columns are the table's, in order, straight into
-    /// the stage; any other group into a temporary stage of its own shape, then moved into the
-    /// stage by name (its missing columns stay NULL).
+    /// Warehouse names of columns a persistent stage lacks (added last by ALTER TABLE).
+    fn stage_missing(&self, found: &TablesFound) -> Vec<String> {
+        let Some(have) = &found.stage_columns else {
+            return Vec::new();
+        };
+        self.columns
+            .iter()
+            .filter(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(&c.warehouse)))
+            .map(|c| c.warehouse.clone())
+            .collect()
+    }
+
+    /// The stage's columns in physical order once `before_copy` ran: the table's, in order,
+    /// for a new or temporary stage; a persistent one's own order, its added columns last.
+    fn stage_order(&self, found: &TablesFound) -> Vec<String> {
+        match &found.stage_columns {
+            Some(have) => have
+                .iter()
+                .cloned()
+                .chain(self.stage_missing(found))
+                .collect(),
+            None => self.columns.iter().map(|c| c.warehouse.clone()).collect(),
+        }
+    }
+
+    /// The COPYs of a batch. Redshift maps a Parquet file's columns to the target's by
+    /// position, so a group whose columns are the stage's, in the stage's physical order, goes
+    /// straight into the stage; any other group (older files without a new column, or a
+    /// persistent stage whose added column is last) into a temporary stage of the files' own
+    /// shape, then into the stage by name (missing columns stay NULL).
     pub fn copy_steps(
         &self,
         dialect: Dialect,
         groups: &[CopyGroup],
+        found: &TablesFound,
         iam_role: &str,
     ) -> Result<Vec<Step>, PlanError> {
-        let full: Vec<&str> = self.columns.iter().map(|c| c.lake.as_str()).collect();
+        let stage_order = self.stage_order(found);
         let mut out = Vec::new();
         for (i, g) in groups.iter().enumerate() {
             let cols = g
@@ -514,11 +558,12 @@ impl LoadPlan {
                     files: g.files.clone(),
                 })
             };
-            if g.columns
-                .iter()
-                .map(String::as_str)
-                .eq(full.iter().copied())
-            {
+            let same = wh.len() == stage_order.len()
+                && wh
+                    .iter()
+                    .zip(&stage_order)
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b));
+            if same {
                 out.push(copy(step_names::COPY.to_string(), self.stage_table()));
                 continue;
             }
@@ -554,20 +599,19 @@ impl LoadPlan {
     }
 
     /// Every step of one load, in order (the order of effects in `mod.rs`), in one transaction.
-    /// `add_columns`: lake names of output columns the final table lacks.
     pub fn steps(
         &self,
         dialect: Dialect,
         groups: &[CopyGroup],
-        add_columns: &[String],
+        found: &TablesFound,
         iam_role: &str,
     ) -> Result<Vec<Step>, PlanError> {
         let mut out: Vec<Step> = self
-            .before_copy(dialect, add_columns)
+            .before_copy(dialect, found)
             .into_iter()
             .map(Step::Sql)
             .collect();
-        out.extend(self.copy_steps(dialect, groups, iam_role)?);
+        out.extend(self.copy_steps(dialect, groups, found, iam_role)?);
         out.extend(self.after_copy(dialect).into_iter().map(Step::Sql));
         if dialect == Dialect::Redshift && out.len() > MAX_BATCH_STATEMENTS {
             return Err(PlanError::Schema {

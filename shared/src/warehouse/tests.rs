@@ -33,7 +33,7 @@ fn render(plan: &LoadPlan, dialect: Dialect, old: Option<(&str, &[&str])>) -> St
         files: vec!["curated/t/new.parquet".into()],
         manifest_url: "s3://lake/loads/t/b/copy-0.manifest".into(),
     }];
-    let mut add = Vec::new();
+    let mut found = TablesFound::default();
     if let Some((file, added)) = old {
         groups.push(CopyGroup {
             columns: plan
@@ -45,7 +45,17 @@ fn render(plan: &LoadPlan, dialect: Dialect, old: Option<(&str, &[&str])>) -> St
             files: vec![file.into()],
             manifest_url: "s3://lake/loads/t/b/copy-1.manifest".into(),
         });
-        add = added.iter().map(|c| c.to_string()).collect();
+        found.final_missing = added.iter().map(|c| c.to_string()).collect();
+        if plan.stage_table() != "\"sluice_stage\"" {
+            // The persistent stage as it was, before the column was added.
+            found.stage_columns = Some(
+                plan.columns
+                    .iter()
+                    .filter(|c| !added.contains(&c.lake.as_str()))
+                    .map(|c| c.warehouse.clone())
+                    .collect(),
+            );
+        }
     }
     let mut out = String::from("-- create_tables\n");
     for s in plan.create_tables(dialect) {
@@ -53,7 +63,7 @@ fn render(plan: &LoadPlan, dialect: Dialect, old: Option<(&str, &[&str])>) -> St
     }
     out.push_str("-- load\n");
     let role = "arn:aws:iam::123456789012:role/sluice-copy";
-    for s in plan.steps(dialect, &groups, &add, role).expect("steps") {
+    for s in plan.steps(dialect, &groups, &found, role).expect("steps") {
         out.push_str(&format!("-- {}\n{};\n", s.name(), s.sql()));
     }
     out.push_str("-- after the commit\n");

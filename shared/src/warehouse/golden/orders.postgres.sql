@@ -16,8 +16,14 @@ ALTER TABLE "Sales Mart"."Order" ADD COLUMN "amount" DECIMAL(12,2);
 ALTER TABLE "stg"."Order Stage" ADD COLUMN "amount" DECIMAL(12,2);
 -- clear_stage_before
 DELETE FROM "stg"."Order Stage";
--- copy
-COPY "stg"."Order Stage" FROM STDIN WITH (FORMAT csv);
+-- create_group_stage 0
+CREATE TEMP TABLE "sluice_stage_g0" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP) ON COMMIT DROP;
+-- copy_group 0
+COPY "sluice_stage_g0" FROM STDIN WITH (FORMAT csv);
+-- stage_group
+INSERT INTO "stg"."Order Stage" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM "sluice_stage_g0";
+-- drop_group_stage 0
+DROP TABLE "sluice_stage_g0";
 -- create_group_stage 1
 CREATE TEMP TABLE "sluice_stage_g1" ("order" BIGINT, "Note ""quoted""" TEXT, "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP) ON COMMIT DROP;
 -- copy_group 1

@@ -18,8 +18,14 @@ ALTER TABLE "Sales Mart"."Order" ADD COLUMN "amount" DECIMAL(12,2);
 ALTER TABLE "stg"."Order Stage" ADD COLUMN "amount" DECIMAL(12,2);
 -- clear_stage_before
 DELETE FROM "stg"."Order Stage";
--- copy
-COPY "stg"."Order Stage" FROM 's3://lake/loads/t/b/copy-0.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/sluice-copy' FORMAT AS PARQUET MANIFEST;
+-- create_group_stage 0
+CREATE TEMP TABLE "sluice_stage_g0" ("order" BIGINT, "Note ""quoted""" VARCHAR(65535), "amount" DECIMAL(12,2), "_op" VARCHAR(65535), "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
+-- copy_group 0
+COPY "sluice_stage_g0" FROM 's3://lake/loads/t/b/copy-0.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/sluice-copy' FORMAT AS PARQUET MANIFEST;
+-- stage_group
+INSERT INTO "stg"."Order Stage" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM "sluice_stage_g0";
+-- drop_group_stage 0
+DROP TABLE "sluice_stage_g0";
 -- create_group_stage 1
 CREATE TEMP TABLE "sluice_stage_g1" ("order" BIGINT, "Note ""quoted""" VARCHAR(65535), "_op" VARCHAR(65535), "_lsn" BIGINT, "_commit_ts" TIMESTAMP);
 -- copy_group 1
