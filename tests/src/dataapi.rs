@@ -36,7 +36,8 @@
 //!   `Query #<n> failed with <error>`. Each sub-statement's `ResultRows` is its rows affected
 //!   (rows returned for a SELECT, rows copied for a COPY); the top level has `ResultRows` and
 //!   `ResultSize` -1, as the API reports for batches.
-//! - **ExecuteStatement**: one `Sql`, run the same way; a result set is kept for
+//! - **ExecuteStatement**: one `Sql` (its `:name` placeholders bound from `Parameters` as
+//!   string literals), run the same way; a result set is kept for
 //!   **GetStatementResult** (`Records` of `stringValue` / `longValue` / `doubleValue` /
 //!   `booleanValue` / `isNull`, `ColumnMetadata`, `TotalNumRows`; one page). A batch
 //!   sub-statement's result is read with its `<id>:<n>` id.
@@ -602,7 +603,8 @@ fn submit(state: &Arc<State>, req: Value, sqls: Vec<String>, batch: bool) -> Val
         request: req,
     });
     if !hang {
-        let task = tokio::spawn(run(state.clone(), id.clone(), sqls, injected));
+        let params = parameters(&inner.submissions[inner.submissions.len() - 1].request);
+        let task = tokio::spawn(run(state.clone(), id.clone(), sqls, params, injected));
         if let Some(s) = inner.statements.get_mut(&id) {
             s.task = Some(task.abort_handle());
         }
@@ -824,7 +826,13 @@ struct Done {
 }
 
 /// Runs a submission and records its outcome, unless it was cancelled meanwhile.
-async fn run(state: Arc<State>, id: String, sqls: Vec<String>, injected: Option<(usize, String)>) {
+async fn run(
+    state: Arc<State>,
+    id: String,
+    sqls: Vec<String>,
+    params: Vec<(String, String)>,
+    injected: Option<(usize, String)>,
+) {
     {
         let mut inner = state.lock();
         let Some(s) = inner.statements.get_mut(&id) else {
@@ -839,7 +847,7 @@ async fn run(state: Arc<State>, id: String, sqls: Vec<String>, injected: Option<
             x.status = Status::Started;
         }
     }
-    let (done, failure) = run_all(&state, &sqls, injected).await;
+    let (done, failure) = run_all(&state, &sqls, &params, injected).await;
     let mut inner = state.lock();
     let Some(s) = inner.statements.get_mut(&id) else {
         return;
@@ -884,6 +892,7 @@ async fn run(state: Arc<State>, id: String, sqls: Vec<String>, injected: Option<
 async fn run_all(
     state: &State,
     sqls: &[String],
+    params: &[(String, String)],
     injected: Option<(usize, String)>,
 ) -> (Vec<Done>, Option<(usize, String)>) {
     let mut done = Vec::with_capacity(sqls.len());
@@ -906,7 +915,7 @@ async fn run_all(
             return (done, Some((i, error.clone())));
         }
         let started = Instant::now();
-        let outcome = match translate(sql) {
+        let outcome = match bind_parameters(sql, params).and_then(|s| translate(&s)) {
             Ok(Translated::Noop) => Ok(Done {
                 rows: 0,
                 has_result_set: false,
@@ -989,6 +998,65 @@ async fn run_sql(c: &mut PgConnection, sql: &str) -> Result<Done, String> {
         duration_ns: 0,
         result,
     })
+}
+
+/// The request's `Parameters` (`[{"name": …, "value": …}]`), as (name, value).
+fn parameters(req: &Value) -> Vec<(String, String)> {
+    req.get("Parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?;
+            let value = p.get("value")?.as_str()?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// `:name` placeholders (outside quotes, not `::` casts) replaced by their values as SQL string
+/// literals, which PostgreSQL casts as the context needs, as Redshift does with the API's
+/// string-valued parameters.
+fn bind_parameters(sql: &str, params: &[(String, String)]) -> Result<String, String> {
+    if params.is_empty() {
+        return Ok(sql.to_string());
+    }
+    let missing = std::cell::RefCell::new(None);
+    let out = outside_quotes(sql, &|part: &str| {
+        let mut out = String::with_capacity(part.len());
+        let b = part.as_bytes();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let (mut copied, mut i) = (0, 0); // `part[..copied]` is in `out`
+        while i < b.len() {
+            let is_param = b[i] == b':'
+                && (i == 0 || b[i - 1] != b':')
+                && b.get(i + 1)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+            if !is_param {
+                i += 1;
+                continue;
+            }
+            let end = (i + 1..b.len()).find(|&j| !ident(b[j])).unwrap_or(b.len());
+            let name = &part[i + 1..end];
+            match params.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => {
+                    out.push_str(&part[copied..i]);
+                    out.push_str(&format!("'{}'", v.replace('\'', "''")));
+                    copied = end;
+                }
+                None => *missing.borrow_mut() = Some(name.to_string()),
+            }
+            i = end;
+        }
+        out.push_str(&part[copied..]);
+        out
+    });
+    match missing.into_inner() {
+        Some(name) => Err(format!(
+            "ERROR: parameter :{name} has no value in Parameters"
+        )),
+        None => Ok(out),
+    }
 }
 
 /// Whether a statement is a query (its result set may be empty).
@@ -1074,7 +1142,7 @@ pub fn translate(sql: &str) -> Result<Translated, String> {
             "LOCK TABLE {rest} IN EXCLUSIVE MODE"
         )));
     }
-    let mut out = outside_quotes(s, redshift_functions);
+    let mut out = outside_quotes(s, &redshift_functions);
     let temp = ["CREATE TEMP TABLE ", "CREATE TEMPORARY TABLE "];
     if temp.iter().any(|p| upper.starts_with(p)) && out.ends_with(')') {
         out.push_str(" ON COMMIT DROP");
@@ -1103,7 +1171,7 @@ fn parse_copy(s: &str, upper: &str) -> Result<Translated, String> {
 }
 
 /// Applies `f` to the parts of `s` outside '…' literals and "…" identifiers.
-fn outside_quotes(s: &str, f: fn(&str) -> String) -> String {
+fn outside_quotes(s: &str, f: &dyn Fn(&str) -> String) -> String {
     let mut out = String::with_capacity(s.len() + 32);
     let b = s.as_bytes();
     let mut start = 0; // start of the current unquoted part
@@ -1381,6 +1449,20 @@ mod tests {
             })
         );
         assert!(translate("COPY t FROM 's3://b/k' IAM_ROLE 'r' CSV").is_err());
+    }
+
+    #[test]
+    fn binds_parameters_outside_quotes() {
+        let p = vec![("schema".to_string(), "l'ake".to_string())];
+        assert_eq!(
+            bind_parameters("SELECT ':schema', x::text FROM t WHERE s = :schema", &p),
+            Ok("SELECT ':schema', x::text FROM t WHERE s = 'l''ake'".to_string())
+        );
+        assert!(bind_parameters("SELECT :other", &p).is_err());
+        assert_eq!(
+            bind_parameters("SELECT :x", &[]),
+            Ok("SELECT :x".to_string())
+        );
     }
 
     #[test]

@@ -375,14 +375,18 @@ async fn execute_statement_returns_rows() {
     )
     .await;
     assert_eq!(d.status(), Some(&StatusString::Finished));
-    // What the loader asks for a table's columns.
-    let sql = format!(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{t}' ORDER BY ordinal_position"
-    );
+    // What the loader asks for a table's columns, with a parameter as the API takes them.
+    let sql = "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = :table ORDER BY ordinal_position";
+    let table = aws_sdk_redshiftdata::types::SqlParameter::builder()
+        .name("table")
+        .value(&t)
+        .build()
+        .expect("parameter");
     let id = e
         .client
         .execute_statement()
-        .sql(&sql)
+        .sql(sql)
+        .parameters(table)
         .database("dev")
         .workgroup_name("wg")
         .send()
