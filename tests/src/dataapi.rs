@@ -720,8 +720,11 @@ fn get_result(state: &Arc<State>, req: &Value) -> Result<Value, ApiError> {
         }
         None => (id, None),
     };
-    let no_result =
-        || ApiError::validation("Query does not have result. Please check query status with DescribeStatement.");
+    let no_result = || {
+        ApiError::validation(
+            "Query does not have result. Please check query status with DescribeStatement.",
+        )
+    };
     let inner = state.lock();
     let s = inner
         .statements
@@ -911,16 +914,14 @@ async fn run_all(
                 result: None,
             }),
             Ok(Translated::Sql(pg)) => run_sql(&mut tx, &pg).await,
-            Ok(Translated::Copy { target, manifest }) => {
-                copy(state, &mut tx, &target, &manifest)
-                    .await
-                    .map(|rows| Done {
-                        rows: rows as i64,
-                        has_result_set: false,
-                        duration_ns: 0,
-                        result: None,
-                    })
-            }
+            Ok(Translated::Copy { target, manifest }) => copy(state, &mut tx, &target, &manifest)
+                .await
+                .map(|rows| Done {
+                    rows: rows as i64,
+                    has_result_set: false,
+                    duration_ns: 0,
+                    result: None,
+                }),
             Err(e) => Err(e),
         };
         match outcome {
@@ -1244,8 +1245,9 @@ async fn copy(
             ))
         }
     };
-    let manifest: Value = serde_json::from_slice(&manifest)
-        .map_err(|e| format!("ERROR: Manifest file is not in correct json format ({e}): {manifest_url}"))?;
+    let manifest: Value = serde_json::from_slice(&manifest).map_err(|e| {
+        format!("ERROR: Manifest file is not in correct json format ({e}): {manifest_url}")
+    })?;
     let entries = manifest
         .get("entries")
         .and_then(Value::as_array)

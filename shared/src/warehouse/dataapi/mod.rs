@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_redshiftdata::error::SdkError;
-use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
-use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
@@ -35,6 +33,12 @@ use super::load::{Executed, Executor, LoadError, RunContext};
 use super::plan::{LoadPlan, Statement, Step};
 use super::postgres::rand_ms;
 use super::sql::{quote_literal, Dialect};
+
+mod status;
+
+use status::{
+    align, failure, field_text, format_load_errors, is_conflict, no_error_text, Described, Phase,
+};
 
 /// Polls start this fast (short statements finish in well under a second)…
 const POLL_FIRST: Duration = Duration::from_millis(100);
@@ -533,171 +537,6 @@ enum Waited {
     TimedOut { status: String, waited: Duration },
 }
 
-/// Where a statement is, as far as polling goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Finished,
-    Failed,
-    Aborted,
-}
-
-fn phase(status: Option<&StatusString>) -> Phase {
-    match status {
-        Some(StatusString::Finished) => Phase::Finished,
-        Some(StatusString::Failed) => Phase::Failed,
-        Some(StatusString::Aborted) => Phase::Aborted,
-        // SUBMITTED, PICKED, STARTED, and any status newer than this SDK: keep polling (the
-        // deadline bounds it).
-        _ => Phase::Running,
-    }
-}
-
-fn sub_phase(status: Option<&StatementStatusString>) -> Phase {
-    match status {
-        Some(StatementStatusString::Finished) => Phase::Finished,
-        Some(StatementStatusString::Failed) => Phase::Failed,
-        Some(StatementStatusString::Aborted) => Phase::Aborted,
-        _ => Phase::Running,
-    }
-}
-
-/// A `DescribeStatement` answer, reduced to what the executor acts on.
-#[derive(Debug, Clone, PartialEq)]
-struct Described {
-    phase: Phase,
-    /// The status as reported, for messages.
-    status: String,
-    error: Option<String>,
-    /// `ResultRows` of a single statement (rows returned or affected).
-    rows: Option<u64>,
-    has_result_set: bool,
-    subs: Vec<Sub>,
-}
-
-/// One sub-statement of a batch.
-#[derive(Debug, Clone, PartialEq)]
-struct Sub {
-    /// Position in the batch (0-based).
-    index: usize,
-    phase: Phase,
-    error: Option<String>,
-    rows: Option<u64>,
-    /// Redshift's query id (`sys_load_error_detail.query_id`), when reported.
-    query_id: Option<i64>,
-}
-
-impl Described {
-    fn from_output(o: &DescribeStatementOutput) -> Self {
-        Described {
-            phase: phase(o.status()),
-            status: o
-                .status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "UNKNOWN".into()),
-            error: non_empty(o.error()),
-            rows: result_rows(o.result_rows()),
-            has_result_set: o.has_result_set().unwrap_or(false),
-            subs: o
-                .sub_statements()
-                .iter()
-                .enumerate()
-                .map(|(pos, s)| Sub {
-                    index: sub_index(s.id(), pos),
-                    phase: sub_phase(s.status()),
-                    error: non_empty(s.error()),
-                    rows: result_rows(s.result_rows()),
-                    query_id: Some(s.redshift_query_id()).filter(|q| *q > 0),
-                })
-                .collect(),
-        }
-    }
-
-    /// Rows per statement of a batch of `n`, by position.
-    fn sub_rows(&self, n: usize) -> Vec<Option<u64>> {
-        let mut rows = vec![None; n];
-        for s in &self.subs {
-            if let Some(r) = rows.get_mut(s.index) {
-                *r = s.rows;
-            }
-        }
-        rows
-    }
-}
-
-/// `ResultRows`: −1 means "not reported" (DDL, or not yet known).
-fn result_rows(n: i64) -> Option<u64> {
-    u64::try_from(n).ok()
-}
-
-fn non_empty(s: Option<&str>) -> Option<String> {
-    s.filter(|s| !s.trim().is_empty()).map(str::to_string)
-}
-
-/// A sub-statement's position from its id, `<batch id>:<n>` with n from 1; else its place in
-/// the list.
-fn sub_index(id: &str, pos: usize) -> usize {
-    id.rsplit_once(':')
-        .and_then(|(_, n)| n.parse::<usize>().ok())
-        .and_then(|n| n.checked_sub(1))
-        .unwrap_or(pos)
-}
-
-/// Why a batch did not commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Failure {
-    /// Name of the step that failed ("batch" when no sub-statement says).
-    statement: String,
-    index: Option<usize>,
-    error: String,
-    query_id: Option<i64>,
-    conflict: bool,
-}
-
-/// The failed sub-statement of a batch (the first FAILED one) named by its step.
-fn failure(d: &Described, names: &[String]) -> Failure {
-    let sub = d.subs.iter().find(|s| s.phase == Phase::Failed);
-    let error = sub
-        .and_then(|s| s.error.clone())
-        .or_else(|| d.error.clone())
-        .unwrap_or_else(|| no_error_text(d.phase));
-    Failure {
-        statement: sub
-            .and_then(|s| names.get(s.index))
-            .cloned()
-            .unwrap_or_else(|| "batch".into()),
-        index: sub.map(|s| s.index),
-        query_id: sub.and_then(|s| s.query_id),
-        conflict: is_conflict(&error),
-        error,
-    }
-}
-
-fn no_error_text(p: Phase) -> String {
-    match p {
-        Phase::Aborted => "the statement was aborted (cancelled) before it finished".into(),
-        _ => "the statement failed without an error message".into(),
-    }
-}
-
-/// Whether an error is another transaction winning, after which the same batch may commit.
-///
-/// - SERIALIZABLE isolation: `ERROR: 1023 DETAIL: Serializable isolation violation on table
-///   …`, documented in the Redshift Database Developer Guide, "Isolation levels in Amazon
-///   Redshift" → "Troubleshooting serializable isolation errors"
-///   (https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation.html), whose first
-///   remedy is to retry the transaction.
-/// - SNAPSHOT isolation (the default for new clusters and workgroups, same page): concurrent
-///   writes to the same table end one transaction with `ERROR: could not complete because of
-///   conflict with concurrent transaction`. The AWS documentation we searched does not spell
-///   this text out; it is the error users report from Redshift (aws/amazon-redshift-jdbc-driver
-///   issue 147, dbt-labs/dbt-core issue 12596).
-pub(crate) fn is_conflict(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("serializable isolation violation")
-        || m.contains("conflict with concurrent transaction")
-}
-
 /// The counts of a committed batch, lined up with the steps being run now.
 fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
     let rows = d.sub_rows(rec.steps.len());
@@ -706,28 +545,6 @@ fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
         statement_id: Some(rec.statement_id.clone()),
         attempts: rec.attempt.max(1),
     }
-}
-
-/// Rows of the recorded steps, placed on the current steps by name in order. They differ when
-/// a resumed batch was planned before something changed (an `add_column` step that has since
-/// committed); a step without a recorded counterpart gets None.
-fn align(recorded: &[String], rows: &[Option<u64>], current: &[&str]) -> Vec<Option<u64>> {
-    if recorded
-        .iter()
-        .map(String::as_str)
-        .eq(current.iter().copied())
-    {
-        return rows.to_vec();
-    }
-    let mut next = 0;
-    current
-        .iter()
-        .map(|name| {
-            let found = recorded[next..].iter().position(|r| r == name)?;
-            next += found + 1;
-            rows.get(next - 1).copied().flatten()
-        })
-        .collect()
 }
 
 /// The wait before resubmitting after conflict number `attempt` (from 1): doubled per attempt,
@@ -739,35 +556,6 @@ fn jittered(first: Duration, attempt: u32) -> Duration {
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn field_text(f: &Field) -> String {
-    match f {
-        Field::StringValue(s) => s.clone(),
-        Field::LongValue(n) => n.to_string(),
-        Field::DoubleValue(x) => x.to_string(),
-        Field::BooleanValue(b) => b.to_string(),
-        _ => String::new(),
-    }
-}
-
-/// `sys_load_error_detail` rows (file, line, column, code, message) as one line.
-fn format_load_errors(rows: &[Vec<String>]) -> Option<String> {
-    let parts: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let get = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
-            format!(
-                "{} line {} column {}: {} (code {})",
-                get(0),
-                get(1),
-                get(2),
-                get(4),
-                get(3)
-            )
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn sdk_error<E>(table: &str, op: &str, e: &SdkError<E>) -> LoadError
@@ -804,149 +592,6 @@ fn lake_error(table: &str, key: &str, e: LakeError) -> LoadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_redshiftdata::types::SubStatementData;
-
-    fn sub(id: &str, status: StatementStatusString, rows: i64) -> SubStatementData {
-        SubStatementData::builder()
-            .id(id)
-            .status(status)
-            .result_rows(rows)
-            .build()
-            .expect("id is set")
-    }
-
-    fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn statuses_map_to_phases() {
-        assert_eq!(phase(Some(&StatusString::Submitted)), Phase::Running);
-        assert_eq!(phase(Some(&StatusString::Picked)), Phase::Running);
-        assert_eq!(phase(Some(&StatusString::Started)), Phase::Running);
-        assert_eq!(phase(Some(&StatusString::Finished)), Phase::Finished);
-        assert_eq!(phase(Some(&StatusString::Failed)), Phase::Failed);
-        assert_eq!(phase(Some(&StatusString::Aborted)), Phase::Aborted);
-        assert_eq!(
-            phase(Some(&StatusString::from("NEW_STATUS"))),
-            Phase::Running
-        );
-        assert_eq!(phase(None), Phase::Running);
-        assert_eq!(
-            sub_phase(Some(&StatementStatusString::Failed)),
-            Phase::Failed
-        );
-        assert_eq!(
-            sub_phase(Some(&StatementStatusString::Started)),
-            Phase::Running
-        );
-    }
-
-    #[test]
-    fn rows_by_sub_statement_position() {
-        let o = DescribeStatementOutput::builder()
-            .id("b1")
-            .status(StatusString::Finished)
-            // Listed out of order: the id's suffix places them.
-            .sub_statements(sub("b1:3", StatementStatusString::Finished, 7))
-            .sub_statements(sub("b1:1", StatementStatusString::Finished, -1))
-            .sub_statements(sub("b1:2", StatementStatusString::Finished, 0))
-            .build()
-            .expect("id is set");
-        let d = Described::from_output(&o);
-        assert_eq!(d.phase, Phase::Finished);
-        assert_eq!(d.sub_rows(4), vec![None, Some(0), Some(7), None]);
-        assert_eq!(sub_index("no-colon", 4), 4);
-        assert_eq!(sub_index("x:0", 2), 2);
-    }
-
-    #[test]
-    fn the_failed_sub_statement_names_its_step() {
-        let failed = SubStatementData::builder()
-            .id("b1:2")
-            .status(StatementStatusString::Failed)
-            .error("ERROR: Spectrum Scan Error")
-            .redshift_query_id(4242)
-            .build()
-            .expect("id is set");
-        let o = DescribeStatementOutput::builder()
-            .id("b1")
-            .status(StatusString::Failed)
-            .error("batch error")
-            .sub_statements(sub("b1:1", StatementStatusString::Finished, 0))
-            .sub_statements(failed)
-            .sub_statements(sub("b1:3", StatementStatusString::Aborted, -1))
-            .build()
-            .expect("id is set");
-        let f = failure(
-            &Described::from_output(&o),
-            &names(&["lock", "copy", "insert"]),
-        );
-        assert_eq!(
-            f,
-            Failure {
-                statement: "copy".into(),
-                index: Some(1),
-                error: "ERROR: Spectrum Scan Error".into(),
-                query_id: Some(4242),
-                conflict: false,
-            }
-        );
-    }
-
-    #[test]
-    fn a_failure_without_sub_statements_uses_the_batch_error() {
-        let o = DescribeStatementOutput::builder()
-            .id("b1")
-            .status(StatusString::Failed)
-            .error("ERROR: 1023 DETAIL: Serializable isolation violation on table - 12345, transactions forming the cycle are: 1, 2 (pid:3)")
-            .build()
-            .expect("id is set");
-        let f = failure(&Described::from_output(&o), &names(&["lock"]));
-        assert_eq!(f.statement, "batch");
-        assert!(f.conflict);
-        let aborted = DescribeStatementOutput::builder()
-            .id("b2")
-            .status(StatusString::Aborted)
-            .build()
-            .expect("id is set");
-        let f = failure(&Described::from_output(&aborted), &[]);
-        assert!(f.error.contains("aborted"), "{}", f.error);
-        assert!(!f.conflict);
-    }
-
-    #[test]
-    fn conflicts_of_both_isolation_levels() {
-        assert!(is_conflict(
-            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 156221, transactions forming the cycle are: 123, 456"
-        ));
-        assert!(is_conflict(
-            "ERROR: could not complete because of conflict with concurrent transaction"
-        ));
-        assert!(!is_conflict("ERROR: relation \"x\" does not exist"));
-        assert!(!is_conflict(
-            "ERROR: Load into table 'stage' failed. Check 'sys_load_error_detail' system table for details."
-        ));
-    }
-
-    #[test]
-    fn rows_follow_the_steps_by_name_when_the_plan_changed() {
-        let recorded = names(&["lock", "add_column x", "copy", "insert", "drop_stage"]);
-        let rows = [None, None, Some(10), Some(8), None];
-        assert_eq!(
-            align(&recorded, &rows, &["lock", "copy", "insert", "drop_stage"]),
-            vec![None, Some(10), Some(8), None]
-        );
-        assert_eq!(
-            align(
-                &recorded,
-                &rows,
-                &["lock", "add_column x", "copy", "insert", "drop_stage"]
-            ),
-            rows.to_vec()
-        );
-        assert_eq!(align(&names(&["copy"]), &[Some(3)], &["other"]), vec![None]);
-    }
 
     #[test]
     fn backoff_doubles_with_bounded_jitter() {
@@ -959,28 +604,12 @@ mod tests {
     }
 
     #[test]
-    fn load_errors_read_as_one_line() {
-        let rows = vec![vec![
-            "s3://lake/curated/a.parquet".to_string(),
-            "3".into(),
-            "amount".into(),
-            "1216".into(),
-            "Invalid digit".into(),
-        ]];
-        assert_eq!(
-            format_load_errors(&rows).as_deref(),
-            Some("s3://lake/curated/a.parquet line 3 column amount: Invalid digit (code 1216)")
-        );
-        assert_eq!(format_load_errors(&[]), None);
-    }
-
-    #[test]
     fn statement_record_round_trips() {
         let rec = StatementRecord {
             statement_id: "d9b6c0c9-5a3b-4d0e-9d26-2f8a1c1e0f00".into(),
             submitted_at: "2024-05-01T00:00:00+00:00".into(),
             attempt: 2,
-            steps: names(&["lock", "copy"]),
+            steps: vec!["lock".into(), "copy".into()],
         };
         let json = serde_json::to_vec(&rec).expect("serializes");
         let back: StatementRecord = serde_json::from_slice(&json).expect("parses");
