@@ -56,6 +56,23 @@ const DETAIL_ROWS: usize = 5;
 /// The most the `sys_load_error_detail` look-up may take (it only adds to an error).
 const DETAIL_BUDGET: Duration = Duration::from_secs(30);
 
+/// A request builder with the database, the cluster or workgroup and the sign-in set (the
+/// builders of ExecuteStatement and BatchExecuteStatement share these methods, not a trait).
+macro_rules! connect {
+    ($target:expr, $builder:expr) => {{
+        let b = $builder.database(&$target.database);
+        let b = match &$target.warehouse {
+            Warehouse::Workgroup(w) => b.workgroup_name(w),
+            Warehouse::Cluster(c) => b.cluster_identifier(c),
+        };
+        match &$target.auth {
+            Auth::Secret(s) => b.secret_arn(s),
+            Auth::DbUser(u) => b.db_user(u),
+            Auth::Iam => b,
+        }
+    }};
+}
+
 /// Which Redshift the Data API talks to.
 #[derive(Debug, Clone)]
 enum Warehouse {
@@ -172,18 +189,7 @@ impl DataApiTarget {
         sql: &str,
         until: Instant,
     ) -> Result<(String, Described), LoadError> {
-        let b = self.client.execute_statement().sql(sql);
-        let b = b.database(&self.database);
-        let b = match &self.warehouse {
-            Warehouse::Workgroup(w) => b.workgroup_name(w),
-            Warehouse::Cluster(c) => b.cluster_identifier(c),
-        };
-        let b = match &self.auth {
-            Auth::Secret(s) => b.secret_arn(s),
-            Auth::DbUser(u) => b.db_user(u),
-            Auth::Iam => b,
-        };
-        let out = b
+        let out = connect!(self, self.client.execute_statement().sql(sql))
             .statement_name(format!("sluice {table} {name}"))
             .send()
             .await
@@ -321,25 +327,15 @@ impl DataApiTarget {
         steps: &[Step],
         attempt: u32,
     ) -> Result<StatementRecord, LoadError> {
-        let b = self
-            .client
-            .batch_execute_statement()
-            .set_sqls(Some(steps.iter().map(|s| s.sql().to_string()).collect()));
-        let b = b.database(&self.database);
-        let b = match &self.warehouse {
-            Warehouse::Workgroup(w) => b.workgroup_name(w),
-            Warehouse::Cluster(c) => b.cluster_identifier(c),
-        };
-        let b = match &self.auth {
-            Auth::Secret(s) => b.secret_arn(s),
-            Auth::DbUser(u) => b.db_user(u),
-            Auth::Iam => b,
-        };
-        let out = b
-            .statement_name(format!("sluice load {} {}", ctx.table, ctx.batch))
-            .send()
-            .await
-            .map_err(|e| sdk_error(ctx.table, "BatchExecuteStatement", &e))?;
+        let sqls = steps.iter().map(|s| s.sql().to_string()).collect();
+        let out = connect!(
+            self,
+            self.client.batch_execute_statement().set_sqls(Some(sqls))
+        )
+        .statement_name(format!("sluice load {} {}", ctx.table, ctx.batch))
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx.table, "BatchExecuteStatement", &e))?;
         let rec = StatementRecord {
             statement_id: out.id().unwrap_or_default().to_string(),
             submitted_at: chrono::Utc::now().to_rfc3339(),
