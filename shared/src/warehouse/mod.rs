@@ -18,12 +18,14 @@
 //! 8. the stage is cleared: temporary tables dropped, a persistent stage emptied with `DELETE`
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
+mod dataapi;
 pub mod lease;
 mod load;
 mod plan;
 mod postgres;
 mod sql;
 
+pub use dataapi::DataApiTarget;
 pub use load::{
     batch_id, Executed, Executor, LoadCounts, LoadError, LoadOutcome, LoadSummary, Loader,
     RunContext,
