@@ -133,7 +133,6 @@ impl Env {
             lease_ttl: Duration::from_secs(60),
             owner: "test".into(),
             use_lease: true,
-            tombstone_retention_days: 30,
         };
         match loader.load("orders", keys).await? {
             LoadOutcome::Loaded(s) => Ok(*s),

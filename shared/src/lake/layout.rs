@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(manifests_prefix("t"), "manifests/t/");
         assert_eq!(quarantine_prefix("t"), "quarantine/t/");
         assert_eq!(state_key("leases/t"), "state/leases/t");
-        assert_eq!(load_lease_key("t"), "state/loads/t");
+        assert_eq!(load_lease_key("t"), "state/loads/t/lease");
         assert!(load_quarantine_key("t", "curated/t/x.parquet").starts_with("quarantine/t/load-"));
         assert!(is_raw_object("raw/t/a.csv"));
         assert!(!is_raw_object("raw/t/"));

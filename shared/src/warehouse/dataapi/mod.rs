@@ -538,6 +538,8 @@ fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
     let rows = d.sub_rows(rec.steps.len());
     Executed {
         rows: align(&rec.steps, &rows, names),
+        // Step times are in the Data API's own history (SYS_QUERY_HISTORY); not read here.
+        millis: Vec::new(),
         statement_id: Some(rec.statement_id.clone()),
         attempts: rec.attempt.max(1),
     }
