@@ -23,6 +23,7 @@ mod load;
 mod plan;
 mod postgres;
 mod sql;
+mod target;
 
 pub use load::{
     batch_id, Executed, Executor, LoadCounts, LoadError, LoadOutcome, LoadSummary, Loader,
@@ -34,6 +35,7 @@ pub use plan::{
 };
 pub use postgres::{append_csv, PgTarget};
 pub use sql::{quote_ident, spectrum_schema, Dialect};
+pub use target::{open_target, TargetError, TOMBSTONE_RETENTION_DAYS, WAREHOUSE_URL_ENV};
 
 #[cfg(test)]
 mod tests;
