@@ -116,16 +116,8 @@ async fn load(
     println!("Loaded into PostgreSQL (the loader's merge, one transaction per table):");
     println!();
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10}  {}",
-        "table",
-        "expected",
-        "staged",
-        "merged",
-        "stale",
-        "deleted",
-        "duplicates",
-        "NULL keys",
-        "mismatch"
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10}  mismatch",
+        "table", "expected", "staged", "merged", "stale", "deleted", "duplicates", "NULL keys"
     );
     let mut details = String::new();
     for t in &pipeline.tables {
