@@ -43,6 +43,12 @@ pub fn is_retryable_code(code: &str) -> bool {
             | "OperationTimeoutException"
             | "ResourceNotReadyException"
             | "FederationSourceRetryableException"
+            // Redshift Data API: too many statements or sessions running at once (they clear
+            // as others finish), or the database connection dropped.
+            | "ActiveStatementsExceededException"
+            | "ActiveSessionsExceededException"
+            | "ActiveWaitingRequestsExceededException"
+            | "DatabaseConnectionException"
             // Someone else changed the resource between our read and our write.
             | "ConcurrentModificationException"
     )
@@ -109,6 +115,7 @@ mod tests {
             "ProvisionedThroughputExceededException",
             "InternalServiceException",
             "ConcurrentModificationException",
+            "ActiveStatementsExceededException",
         ] {
             assert!(is_retryable_code(c), "{c}");
         }

@@ -41,6 +41,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub glue: aws_sdk_glue::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The Redshift Data API (the loader); `AWS_ENDPOINT_URL_REDSHIFT_DATA` points it elsewhere.
+    pub redshift_data: aws_sdk_redshiftdata::Client,
 }
 
 impl Clients {
@@ -49,6 +51,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3_config(&sdk)),
             glue: aws_sdk_glue::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            redshift_data: aws_sdk_redshiftdata::Client::new(&sdk),
             sdk,
         }
     }

@@ -18,6 +18,7 @@
 //! 8. the stage is cleared: temporary tables dropped, a persistent stage emptied with `DELETE`
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
+mod dataapi;
 pub mod lease;
 mod load;
 mod plan;
@@ -25,6 +26,7 @@ mod postgres;
 mod sql;
 mod target;
 
+pub use dataapi::DataApiTarget;
 pub use load::{
     batch_id, Executed, Executor, LoadCounts, LoadError, LoadOutcome, LoadSummary, Loader,
     RunContext,

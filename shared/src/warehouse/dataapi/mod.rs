@@ -1,0 +1,614 @@
+//! The Redshift executor: a load plan run through the Redshift Data API as ONE
+//! `BatchExecuteStatement` (one transaction: all or nothing), polled with `DescribeStatement`.
+//!
+//! Order of effects, so that an invocation that runs out of time never loads a batch twice:
+//! 1. On entry, a statement recorded for this batch (`load_statement_key`) is described:
+//!    still SUBMITTED/PICKED/STARTED → polled again, never submitted twice; FINISHED → its
+//!    counts are returned; FAILED/ABORTED → it rolled back, and the batch is submitted anew.
+//! 2. The batch is submitted and its id recorded in the lake before the first poll.
+//! 3. `DescribeStatement` is polled with backoff until a terminal state or the deadline (set
+//!    below the Lambda timeout). At the deadline the record stays: the next invocation of the
+//!    same manifests (the same batch id) resumes at 1.
+//! 4. A terminal outcome deletes the record. A serialization or write conflict resubmits the
+//!    whole batch (it rolled back) with backoff and jitter, up to `max_attempts` transactions.
+//!
+//! A crash between the submit and its record leaves a statement nobody tracks: the next
+//! invocation submits again, the `LOCK` that opens a load queues it behind the first, and the
+//! version guard counts its rows stale instead of merging them twice.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_redshiftdata::error::SdkError;
+use aws_sdk_redshiftdata::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{classify, SdkFailure};
+use crate::config::RedshiftConfig;
+use crate::lake::layout::load_statement_key;
+use crate::lake::{LakeError, PutMode};
+
+use super::load::{Executed, Executor, LoadError, RunContext};
+use super::plan::{LoadPlan, Statement, Step};
+use super::postgres::rand_ms;
+use super::sql::{quote_literal, Dialect};
+
+mod status;
+
+use status::{
+    align, failure, field_text, format_load_errors, is_conflict, no_error_text, Described, Phase,
+};
+
+/// Polls start this fast (short statements finish in well under a second)…
+const POLL_FIRST: Duration = Duration::from_millis(100);
+/// …and slow down to this, so a long load costs a few hundred `DescribeStatement` calls.
+const POLL_MAX: Duration = Duration::from_secs(2);
+/// Below the loader Lambda's 15-minute timeout, leaving time to record the outcome.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(13 * 60);
+/// Transactions one batch may take when Redshift reports a serialization or write conflict.
+const MAX_ATTEMPTS: u32 = 5;
+/// First wait before resubmitting after a conflict; doubled per attempt, with jitter. A
+/// Redshift transaction takes seconds, so a shorter wait mostly meets the same winner.
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(1);
+/// The `sys_load_error_detail` rows added to a failed COPY's error: enough to see the pattern.
+const DETAIL_ROWS: usize = 5;
+/// The most the `sys_load_error_detail` look-up may take (it only adds to an error).
+const DETAIL_BUDGET: Duration = Duration::from_secs(30);
+
+/// A request builder with the database, the cluster or workgroup and the sign-in set (the
+/// builders of ExecuteStatement and BatchExecuteStatement share these methods, not a trait).
+macro_rules! connect {
+    ($target:expr, $builder:expr) => {{
+        let b = $builder.database(&$target.database);
+        let b = match &$target.warehouse {
+            Warehouse::Workgroup(w) => b.workgroup_name(w),
+            Warehouse::Cluster(c) => b.cluster_identifier(c),
+        };
+        match &$target.auth {
+            Auth::Secret(s) => b.secret_arn(s),
+            Auth::DbUser(u) => b.db_user(u),
+            Auth::Iam => b,
+        }
+    }};
+}
+
+/// Which Redshift the Data API talks to.
+#[derive(Debug, Clone)]
+enum Warehouse {
+    Workgroup(String),
+    Cluster(String),
+}
+
+/// How the Data API signs in. Only names and ARNs: never a password.
+#[derive(Debug, Clone)]
+enum Auth {
+    Secret(String),
+    DbUser(String),
+    /// Serverless with the caller's IAM identity.
+    Iam,
+}
+
+/// When polling gives up.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// This long after each `run`/`execute`/`table_columns` starts.
+    After(Duration),
+    /// At this instant (an invocation's own deadline).
+    At(Instant),
+}
+
+/// A Redshift cluster or Serverless workgroup as a load target, through the Data API.
+#[derive(Debug, Clone)]
+pub struct DataApiTarget {
+    client: Client,
+    warehouse: Warehouse,
+    database: String,
+    auth: Auth,
+    poll_first: Duration,
+    poll_max: Duration,
+    deadline: Deadline,
+    max_attempts: u32,
+    conflict_backoff: Duration,
+}
+
+impl DataApiTarget {
+    /// The target of a `[redshift]` section (validated: a workgroup or a cluster).
+    pub fn new(client: Client, cfg: &RedshiftConfig) -> Result<Self, LoadError> {
+        let warehouse = match (&cfg.workgroup, &cfg.cluster) {
+            (Some(w), _) => Warehouse::Workgroup(w.clone()),
+            (None, Some(c)) => Warehouse::Cluster(c.clone()),
+            (None, None) => {
+                return Err(LoadError::Config {
+                    table: "[redshift]".into(),
+                    message: "set `workgroup` (Serverless) or `cluster`".into(),
+                })
+            }
+        };
+        let auth = match (&cfg.secret, &cfg.db_user) {
+            (Some(s), _) => Auth::Secret(s.clone()),
+            (None, Some(u)) => Auth::DbUser(u.clone()),
+            (None, None) => Auth::Iam,
+        };
+        Ok(Self {
+            client,
+            warehouse,
+            database: cfg.database.clone(),
+            auth,
+            poll_first: POLL_FIRST,
+            poll_max: POLL_MAX,
+            deadline: Deadline::After(DEFAULT_DEADLINE),
+            max_attempts: MAX_ATTEMPTS,
+            conflict_backoff: CONFLICT_BACKOFF,
+        })
+    }
+
+    /// Polling gives up this long after a call starts (default 13 minutes).
+    pub fn with_deadline(mut self, after: Duration) -> Self {
+        self.deadline = Deadline::After(after);
+        self
+    }
+
+    /// Polling gives up at `at` (e.g. the invocation's deadline less a margin).
+    pub fn with_deadline_at(mut self, at: Instant) -> Self {
+        self.deadline = Deadline::At(at);
+        self
+    }
+
+    /// The first wait between polls and the cap it doubles up to.
+    pub fn with_poll_interval(mut self, first: Duration, max: Duration) -> Self {
+        self.poll_first = first;
+        self.poll_max = max.max(first);
+        self
+    }
+
+    /// Transactions one batch may take when conflicts roll it back (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The first wait before resubmitting after a conflict (doubled per attempt).
+    pub fn with_conflict_backoff(mut self, first: Duration) -> Self {
+        self.conflict_backoff = first;
+        self
+    }
+
+    fn until(&self) -> Instant {
+        match self.deadline {
+            Deadline::After(d) => Instant::now() + d,
+            Deadline::At(at) => at,
+        }
+    }
+
+    /// Submits one statement and polls it to a terminal state.
+    async fn execute_sql(
+        &self,
+        table: &str,
+        name: &str,
+        sql: &str,
+        until: Instant,
+    ) -> Result<(String, Described), LoadError> {
+        let out = connect!(self, self.client.execute_statement().sql(sql))
+            .statement_name(format!("sluice {table} {name}"))
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, "ExecuteStatement", &e))?;
+        let id = out.id().unwrap_or_default().to_string();
+        match self.wait(table, &id, until).await? {
+            Waited::Done(d) if d.phase == Phase::Finished => Ok((id, d)),
+            Waited::Done(d) => {
+                let error = d.error.clone().unwrap_or_else(|| no_error_text(d.phase));
+                Err(LoadError::Statement {
+                    table: table.to_string(),
+                    statement: name.to_string(),
+                    conflict: is_conflict(&error),
+                    message: format!("{error} (Data API statement {id})"),
+                })
+            }
+            Waited::TimedOut { status, waited } => Err(LoadError::Timeout {
+                table: table.to_string(),
+                message: format!(
+                    "statement {name} (Data API statement {id}) is still {status} after {waited:?}; it keeps running in Redshift"
+                ),
+            }),
+        }
+    }
+
+    /// The rows of a query, every value as text (NULL as empty), all pages.
+    async fn query(
+        &self,
+        table: &str,
+        name: &str,
+        sql: &str,
+        until: Instant,
+    ) -> Result<Vec<Vec<String>>, LoadError> {
+        let (id, d) = self.execute_sql(table, name, sql, until).await?;
+        if !d.has_result_set || d.rows == Some(0) {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .get_statement_result()
+                .id(&id)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(table, "GetStatementResult", &e))?;
+            rows.extend(
+                out.records()
+                    .iter()
+                    .map(|r| r.iter().map(field_text).collect::<Vec<_>>()),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    async fn describe_raw(&self, id: &str) -> Result<Described, SdkFailure> {
+        self.client
+            .describe_statement()
+            .id(id)
+            .send()
+            .await
+            .map(|o| Described::from_output(&o))
+            .map_err(|e| classify(&e))
+    }
+
+    /// Polls `id` with backoff until it ends or `until` passes.
+    async fn wait(&self, table: &str, id: &str, until: Instant) -> Result<Waited, LoadError> {
+        let started = Instant::now();
+        let mut delay = self.poll_first;
+        loop {
+            let d = self
+                .describe_raw(id)
+                .await
+                .map_err(|f| sdk_failure(table, "DescribeStatement", f))?;
+            if d.phase != Phase::Running {
+                return Ok(Waited::Done(d));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(Waited::TimedOut {
+                    status: d.status,
+                    waited: round_ms(now - started),
+                });
+            }
+            tokio::time::sleep(delay.min(until - now)).await;
+            delay = (delay * 2).min(self.poll_max);
+        }
+    }
+
+    /// What became of the statement recorded for this batch, if one is.
+    async fn resume(&self, ctx: &RunContext<'_>, key: &str) -> Result<Resume, LoadError> {
+        let bytes = match ctx.store.get_bytes(key).await {
+            Ok(b) => b,
+            Err(LakeError::NotFound { .. }) => return Ok(Resume::Nothing),
+            Err(e) => return Err(lake_error(ctx.table, key, e)),
+        };
+        let rec: StatementRecord = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(table = ctx.table, key, error = %e, "unreadable statement record; submitting the batch anew");
+                return Ok(Resume::Nothing);
+            }
+        };
+        match self.describe_raw(&rec.statement_id).await {
+            Ok(d) => Ok(match d.phase {
+                Phase::Running => {
+                    tracing::info!(table = ctx.table, statement_id = %rec.statement_id, status = %d.status, submitted_at = %rec.submitted_at, "resuming the batch an earlier invocation submitted");
+                    Resume::Running(rec)
+                }
+                Phase::Finished => Resume::Finished(rec, d),
+                Phase::Failed | Phase::Aborted => {
+                    tracing::warn!(table = ctx.table, statement_id = %rec.statement_id, status = %d.status, error = d.error.as_deref().unwrap_or(""), "the batch an earlier invocation submitted did not commit (rolled back); submitting it anew");
+                    Resume::Failed(rec)
+                }
+            }),
+            Err(f) if f.retryable => Err(sdk_failure(ctx.table, "DescribeStatement", f)),
+            // Statements are kept 24 hours: an older one cannot be asked about any more.
+            Err(f) => {
+                tracing::warn!(table = ctx.table, statement_id = %rec.statement_id, error = %f.message, "the recorded statement cannot be described; submitting the batch anew");
+                Ok(Resume::Failed(rec))
+            }
+        }
+    }
+
+    /// Submits the batch and records its id before anything polls it.
+    async fn submit(
+        &self,
+        ctx: &RunContext<'_>,
+        key: &str,
+        steps: &[Step],
+        attempt: u32,
+    ) -> Result<StatementRecord, LoadError> {
+        let sqls = steps.iter().map(|s| s.sql().to_string()).collect();
+        let out = connect!(
+            self,
+            self.client.batch_execute_statement().set_sqls(Some(sqls))
+        )
+        .statement_name(format!("sluice load {} {}", ctx.table, ctx.batch))
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx.table, "BatchExecuteStatement", &e))?;
+        let rec = StatementRecord {
+            statement_id: out.id().unwrap_or_default().to_string(),
+            submitted_at: chrono::Utc::now().to_rfc3339(),
+            attempt,
+            steps: steps.iter().map(|s| s.name().to_string()).collect(),
+        };
+        tracing::info!(table = ctx.table, batch = ctx.batch, statement_id = %rec.statement_id, attempt, statements = steps.len(), "load submitted to the Redshift Data API");
+        // Not recording leaves the statement untracked should this invocation time out; it
+        // may still finish within it, so the load goes on (see the note at the top).
+        let body = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+        if let Err(e) = ctx.store.put(key, body.into(), PutMode::Overwrite).await {
+            tracing::warn!(table = ctx.table, key, statement_id = %rec.statement_id, error = %e, "recording the submitted statement failed; a time-out now would submit it again");
+        }
+        Ok(rec)
+    }
+
+    /// Deletes the statement record once its outcome is handled.
+    async fn forget(&self, ctx: &RunContext<'_>, key: &str) {
+        if let Err(e) = ctx.store.delete(key).await {
+            tracing::warn!(table = ctx.table, key, error = %e, "deleting the statement record failed; the next load of this batch describes it again");
+        }
+    }
+
+    /// `sys_load_error_detail` rows of a failed COPY, as one line; None when there are none or
+    /// the look-up fails (it must never hide the COPY's own error).
+    async fn load_error_detail(
+        &self,
+        table: &str,
+        query_id: i64,
+        until: Instant,
+    ) -> Option<String> {
+        let sql = format!(
+            "SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) FROM sys_load_error_detail WHERE query_id = {query_id} ORDER BY start_time LIMIT {DETAIL_ROWS}"
+        );
+        let until = until.min(Instant::now() + DETAIL_BUDGET);
+        match self.query(table, "load_error_detail", &sql, until).await {
+            Ok(rows) => format_load_errors(&rows),
+            Err(e) => {
+                tracing::warn!(table, query_id, error = %e, "reading sys_load_error_detail failed; reporting the COPY error alone");
+                None
+            }
+        }
+    }
+
+    /// The error of a failed batch, with the step that failed and, for a COPY, its load errors.
+    async fn failure_error(
+        &self,
+        table: &str,
+        rec: &StatementRecord,
+        steps: &[Step],
+        d: &Described,
+        until: Instant,
+    ) -> LoadError {
+        let f = failure(d, &rec.steps);
+        let mut message = format!("{} (Data API statement {}", f.error, rec.statement_id);
+        if let Some(i) = f.index {
+            message.push_str(&format!(", sub-statement {} of {}", i + 1, rec.steps.len()));
+        }
+        message.push(')');
+        let is_copy = steps
+            .iter()
+            .any(|s| s.name() == f.statement && matches!(s, Step::Copy(_)));
+        if let (true, Some(q)) = (is_copy, f.query_id) {
+            if let Some(detail) = self.load_error_detail(table, q, until).await {
+                message.push_str("; sys_load_error_detail: ");
+                message.push_str(&detail);
+            }
+        }
+        LoadError::Statement {
+            table: table.to_string(),
+            statement: f.statement,
+            message,
+            conflict: f.conflict,
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for DataApiTarget {
+    fn dialect(&self) -> Dialect {
+        Dialect::Redshift
+    }
+
+    async fn table_columns(
+        &self,
+        table: &str,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, LoadError> {
+        let sql = format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} AND table_name = {} ORDER BY ordinal_position",
+            quote_literal(schema),
+            quote_literal(name)
+        );
+        let rows = self
+            .query(table, "table_columns", &sql, self.until())
+            .await?;
+        let cols: Vec<String> = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        Ok((!cols.is_empty()).then_some(cols))
+    }
+
+    async fn run(
+        &self,
+        plan: &LoadPlan,
+        steps: &[Step],
+        ctx: &RunContext<'_>,
+    ) -> Result<Executed, LoadError> {
+        let until = self.until();
+        let table = ctx.table;
+        let key = load_statement_key(table, ctx.batch);
+        let names: Vec<&str> = steps.iter().map(Step::name).collect();
+        let (mut pending, mut attempt) = match self.resume(ctx, &key).await? {
+            Resume::Nothing => (None, 0),
+            Resume::Running(rec) => {
+                let attempt = rec.attempt;
+                (Some(rec), attempt)
+            }
+            Resume::Finished(rec, d) => {
+                self.forget(ctx, &key).await;
+                tracing::info!(table, statement_id = %rec.statement_id, "the batch an earlier invocation submitted has committed");
+                return Ok(finished(&rec, &d, &names));
+            }
+            Resume::Failed(rec) => (None, rec.attempt),
+        };
+        loop {
+            let rec = match pending.take() {
+                Some(rec) => rec,
+                None => {
+                    attempt += 1;
+                    self.submit(ctx, &key, steps, attempt).await?
+                }
+            };
+            let d = match self.wait(table, &rec.statement_id, until).await? {
+                Waited::Done(d) => d,
+                Waited::TimedOut { status, waited } => {
+                    return Err(LoadError::Timeout {
+                        table: table.to_string(),
+                        message: format!(
+                            "Data API statement {} is still {status} after {waited:?}, the deadline before the Lambda timeout; it keeps running in Redshift, and the next invocation of this load resumes it instead of submitting it again (recorded at {key})",
+                            rec.statement_id
+                        ),
+                    });
+                }
+            };
+            if d.phase == Phase::Finished {
+                self.forget(ctx, &key).await;
+                return Ok(finished(&rec, &d, &names));
+            }
+            let f = failure(&d, &rec.steps);
+            let backoff = jittered(self.conflict_backoff, attempt);
+            if f.conflict && attempt < self.max_attempts && Instant::now() + backoff < until {
+                tracing::warn!(table = %plan.table, attempt, statement_id = %rec.statement_id, step = %f.statement, error = %f.error, "serialization conflict; the batch rolled back and is submitted again");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            let err = self.failure_error(table, &rec, steps, &d, until).await;
+            self.forget(ctx, &key).await;
+            return Err(err);
+        }
+    }
+
+    async fn execute(&self, table: &str, statement: &Statement) -> Result<(), LoadError> {
+        self.execute_sql(table, &statement.name, &statement.sql, self.until())
+            .await
+            .map(|_| ())
+    }
+}
+
+/// What an earlier invocation left for this batch.
+enum Resume {
+    Nothing,
+    Running(StatementRecord),
+    Finished(StatementRecord, Described),
+    /// Rolled back (or too old to describe): submit anew, counting its attempts.
+    Failed(StatementRecord),
+}
+
+/// The lake record of a submitted batch (`load_statement_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StatementRecord {
+    statement_id: String,
+    /// RFC 3339, UTC.
+    submitted_at: String,
+    /// Transactions this batch has taken, this one included.
+    attempt: u32,
+    /// Names of the batch's statements, in order: their row counts are read by position.
+    steps: Vec<String>,
+}
+
+enum Waited {
+    Done(Described),
+    TimedOut { status: String, waited: Duration },
+}
+
+/// The counts of a committed batch, lined up with the steps being run now.
+fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
+    let rows = d.sub_rows(rec.steps.len());
+    Executed {
+        rows: align(&rec.steps, &rows, names),
+        statement_id: Some(rec.statement_id.clone()),
+        attempts: rec.attempt.max(1),
+    }
+}
+
+/// The wait before resubmitting after conflict number `attempt` (from 1): doubled per attempt,
+/// plus up to half again of jitter so concurrent loaders spread out.
+fn jittered(first: Duration, attempt: u32) -> Duration {
+    let base = first * 2u32.saturating_pow(attempt.saturating_sub(1).min(10));
+    base + base * rand_ms(attempt) / 100
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn sdk_error<E>(table: &str, op: &str, e: &SdkError<E>) -> LoadError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    sdk_failure(table, op, classify(e))
+}
+
+/// Throttling, 5xx and network failures may pass: retryable (`Connect`); anything else
+/// (access denied, a bad parameter) is this load's error.
+fn sdk_failure(table: &str, op: &str, f: SdkFailure) -> LoadError {
+    let message = format!("Redshift Data API {op}: {}", f.message);
+    if f.retryable {
+        LoadError::Connect(message)
+    } else {
+        LoadError::Statement {
+            table: table.to_string(),
+            statement: op.to_string(),
+            message,
+            conflict: false,
+        }
+    }
+}
+
+fn lake_error(table: &str, key: &str, e: LakeError) -> LoadError {
+    LoadError::Lake {
+        table: table.to_string(),
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        let first = Duration::from_millis(100);
+        for attempt in 1..5 {
+            let base = first * 2u32.pow(attempt - 1);
+            let d = jittered(first, attempt);
+            assert!(d >= base && d < base + base / 2, "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn statement_record_round_trips() {
+        let rec = StatementRecord {
+            statement_id: "d9b6c0c9-5a3b-4d0e-9d26-2f8a1c1e0f00".into(),
+            submitted_at: "2024-05-01T00:00:00+00:00".into(),
+            attempt: 2,
+            steps: vec!["lock".into(), "copy".into()],
+        };
+        let json = serde_json::to_vec(&rec).expect("serializes");
+        let back: StatementRecord = serde_json::from_slice(&json).expect("parses");
+        assert_eq!(back, rec);
+    }
+}
