@@ -111,7 +111,7 @@ async fn load(
     url: &str,
     manifests: &[(String, String)],
 ) -> Result<(), BoxError> {
-    let executor = open_target(Some(url), pipeline, None).await?;
+    let executor = open_target(Some(url), pipeline, None).await?.executor(None);
     println!();
     println!("Loaded into PostgreSQL (the loader's merge, one transaction per table):");
     println!();

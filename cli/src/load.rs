@@ -42,7 +42,7 @@ pub(crate) async fn run(a: LoadArgs<'_>) -> Result<(), BoxError> {
         Some(_) => None,
         None => Some(sluice::aws::Clients::from_env().await),
     };
-    let executor = open_target(a.target, &p, clients.as_ref())
+    let target = open_target(a.target, &p, clients.as_ref())
         .await
         .map_err(|e| match e {
             TargetError::NoTarget => {
@@ -51,6 +51,7 @@ pub(crate) async fn run(a: LoadArgs<'_>) -> Result<(), BoxError> {
             }
             e => BoxError::from(e),
         })?;
+    let executor = target.executor(None);
     let s = load_table(&p, store.as_ref(), executor.as_ref(), a.table, &keys).await?;
     println!("{}", summary_line(&s));
     if let Some(m) = &s.mismatch {

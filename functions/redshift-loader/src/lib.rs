@@ -25,7 +25,7 @@
 mod event;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -35,7 +35,7 @@ use sluice::lake::Lakes;
 use sluice::lambda::ErrorKind;
 pub use sluice::lambda::HandlerError;
 use sluice::warehouse::lease::now_ms;
-use sluice::warehouse::{Executor, LoadCounts, LoadOutcome, Loader, TOMBSTONE_RETENTION_DAYS};
+use sluice::warehouse::{LoadCounts, LoadOutcome, Loader, Target, TOMBSTONE_RETENTION_DAYS};
 
 pub use event::{parse, ManifestRef, ManualLoad, Notification, SqsMessage, Trigger};
 
@@ -46,13 +46,17 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 /// Added to the invocation's remaining time: the lease must not expire while the invocation
 /// can still be running, even with some clock skew between whoever reads it next and us.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Taken off the invocation's deadline for the warehouse's part of a load: time left to write
+/// the load's record and return before Lambda stops the invocation.
+const FINISH_MARGIN: Duration = Duration::from_secs(30);
 
 /// Everything built once at init and borrowed by every invocation.
 pub struct Deps {
     pub pipeline: Pipeline,
     /// The object store for each bucket an event names (S3, or one fixed lake).
     pub lakes: Lakes,
-    pub executor: Box<dyn Executor>,
+    /// The warehouse (Redshift through the Data API, or PostgreSQL).
+    pub target: Target,
     /// The role Redshift's COPY assumes (the pipeline's `[redshift].copy_iam_role`; unused by
     /// PostgreSQL).
     pub iam_role: String,
@@ -85,6 +89,16 @@ impl Invocation {
             Some(left) if left > 0 => Duration::from_millis(left) + LEASE_MARGIN,
             _ => DEFAULT_LEASE_TTL + LEASE_MARGIN,
         }
+    }
+
+    /// When the warehouse's part of a load must end: the deadline less time to finish; None
+    /// when the deadline is unknown (the executor's own default applies).
+    pub fn run_until(&self, now_ms: u64) -> Option<Instant> {
+        if self.deadline_ms == 0 {
+            return None;
+        }
+        let left = Duration::from_millis(self.deadline_ms.saturating_sub(now_ms));
+        Some(Instant::now() + left.saturating_sub(FINISH_MARGIN))
     }
 }
 
@@ -359,10 +373,11 @@ async fn load_outcome(deps: &Deps, inv: &Invocation, l: &TableLoad) -> TableOutc
             };
         }
     };
+    let executor = deps.target.executor(inv.run_until(now_ms()));
     let loader = Loader {
         pipeline: &deps.pipeline,
         store: store.as_ref(),
-        executor: deps.executor.as_ref(),
+        executor: executor.as_ref(),
         iam_role: deps.iam_role.clone(),
         lease_ttl: inv.lease_ttl(now_ms()),
         owner: inv.request_id.clone(),

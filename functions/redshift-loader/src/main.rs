@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     let clients = Clients::from_env().await;
     let pipeline = pipeline_from_env(&clients).await?;
     let url = std::env::var(WAREHOUSE_URL_ENV).ok();
-    let executor = open_target(url.as_deref(), &pipeline, Some(&clients)).await?;
+    let target = open_target(url.as_deref(), &pipeline, Some(&clients)).await?;
     // S3 events name their bucket; SLUICE_LAKE, when set, pins the function to one lake.
     let lakes = match lake_from_env(&clients).await? {
         Some(store) => Lakes::Fixed(store),
@@ -38,14 +38,14 @@ async fn main() -> Result<(), Error> {
             .iter()
             .filter(|t| t.warehouse.is_some())
             .count(),
-        dialect = ?executor.dialect(),
+        target = target.name(),
         "redshift-loader ready"
     );
 
     let deps = Deps {
         pipeline,
         lakes,
-        executor,
+        target,
         iam_role,
         emit_metrics: true,
     };

@@ -14,7 +14,7 @@ use sluice::config::Pipeline;
 use sluice::lake::manifest::Manifest;
 use sluice::lake::{layout, LocalStore, ObjectStore, PutMode};
 use sluice::transform::Transformer;
-use sluice::warehouse::{lease, LoadPlan, PgTarget};
+use sluice::warehouse::{lease, LoadPlan, PgTarget, Target};
 
 use super::*;
 
@@ -158,7 +158,7 @@ async fn lake(funnel_loads: bool) -> Result<Lake, Box<dyn Error>> {
     let deps = Deps {
         pipeline,
         lakes: Lakes::Fixed(store.clone()),
-        executor: Box::new(PgTarget::connect(&pg_url()).await?),
+        target: Target::Postgres(PgTarget::connect(&pg_url()).await?),
         iam_role: String::new(),
         emit_metrics: false,
     };
@@ -257,6 +257,15 @@ fn the_lease_outlives_the_invocation() {
         unknown.lease_ttl(1_000_000),
         DEFAULT_LEASE_TTL + LEASE_MARGIN
     );
+    assert_eq!(unknown.run_until(1_000_000), None);
+    // The warehouse stops FINISH_MARGIN before the deadline (now, when that is already past).
+    let left = Duration::from_secs(300) - FINISH_MARGIN;
+    let before = Instant::now();
+    let until = inv.run_until(1_000_000).expect("a deadline");
+    let after = Instant::now();
+    assert!(before + left <= until && until <= after + left);
+    let late = inv.run_until(1_000_000 + 299_000).expect("a deadline");
+    assert!(late <= Instant::now(), "past the finish margin: now");
 }
 
 #[tokio::test]

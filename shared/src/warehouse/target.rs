@@ -3,9 +3,12 @@
 //! executor (local runs and tests); otherwise the pipeline's `[redshift]` section gives the Data
 //! API executor.
 
+use std::time::Instant;
+
 use crate::aws::Clients;
 use crate::config::Pipeline;
 
+use super::dataapi::DataApiTarget;
 use super::load::{Executor, LoadError};
 use super::postgres::PgTarget;
 
@@ -25,19 +28,49 @@ pub enum TargetError {
     BadUrl { url: String, reason: String },
     #[error("no warehouse to load into: the pipeline has no [redshift] section; give a PostgreSQL URL (postgres://USER@HOST:PORT/DB) instead")]
     NoTarget,
-    #[error("the pipeline's [redshift] section needs the Data API executor, which is not built yet; give a PostgreSQL URL (postgres://USER@HOST:PORT/DB) for now")]
-    DataApiNotBuilt,
+    #[error("the pipeline's [redshift] section needs AWS clients for the Data API")]
+    NoClients,
     #[error(transparent)]
     Connect(#[from] LoadError),
 }
 
-/// The executor for `url` (a `postgres://` or `postgresql://` URL) when given, else for the
-/// pipeline's `[redshift]` section.
+/// A warehouse to load into, opened once (a connection pool, an SDK client).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Postgres(PgTarget),
+    Redshift(DataApiTarget),
+}
+
+impl Target {
+    /// The executor for a run that must end by `deadline`: the Data API stops polling there
+    /// (the statement's id stays in the lake, and the next run of the same batch resumes it);
+    /// PostgreSQL runs within one connection and needs none.
+    pub fn executor(&self, deadline: Option<Instant>) -> Box<dyn Executor> {
+        match self {
+            Target::Postgres(pg) => Box::new(pg.clone()),
+            Target::Redshift(r) => match deadline {
+                Some(at) => Box::new(r.clone().with_deadline_at(at)),
+                None => Box::new(r.clone()),
+            },
+        }
+    }
+
+    /// `postgres` or `redshift`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Postgres(_) => "postgres",
+            Target::Redshift(_) => "redshift",
+        }
+    }
+}
+
+/// The target of `url` (a `postgres://` or `postgresql://` URL) when given, else of the
+/// pipeline's `[redshift]` section (through the Data API client of `clients`).
 pub async fn open_target(
     url: Option<&str>,
     pipeline: &Pipeline,
     clients: Option<&Clients>,
-) -> Result<Box<dyn Executor>, TargetError> {
+) -> Result<Target, TargetError> {
     if let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(TargetError::BadUrl {
@@ -45,15 +78,16 @@ pub async fn open_target(
                 reason: "expected postgres://USER@HOST:PORT/DB (Redshift is reached through the pipeline's [redshift] section)".into(),
             });
         }
-        return Ok(Box::new(PgTarget::connect(url).await?));
+        return Ok(Target::Postgres(PgTarget::connect(url).await?));
     }
-    let Some(_redshift) = &pipeline.redshift else {
+    let Some(redshift) = &pipeline.redshift else {
         return Err(TargetError::NoTarget);
     };
-    // THE spot where the Data API executor is built (`DataApiTarget`, from `_redshift` and
-    // `clients.sdk`), for the Lambda and the CLI alike. Until it lands, say so.
-    let _ = clients;
-    Err(TargetError::DataApiNotBuilt)
+    let clients = clients.ok_or(TargetError::NoClients)?;
+    Ok(Target::Redshift(DataApiTarget::new(
+        clients.redshift_data.clone(),
+        redshift,
+    )?))
 }
 
 /// A URL without its password, for messages.
@@ -90,20 +124,26 @@ mod tests {
     async fn targets_are_chosen_and_refused_by_name() {
         let e = open_target(Some("mysql://root:pw@h/db"), &pipeline(true), None)
             .await
-            .err()
-            .expect("not PostgreSQL");
+            .expect_err("not PostgreSQL");
         assert!(matches!(e, TargetError::BadUrl { .. }), "{e}");
         assert!(e.to_string().contains("mysql://root:***@h/db"), "{e}");
         assert!(!e.to_string().contains("pw"), "{e}");
         let e = open_target(None, &pipeline(false), None)
             .await
-            .err()
-            .expect("no target");
+            .expect_err("no target");
         assert!(matches!(e, TargetError::NoTarget), "{e}");
-        let e = open_target(Some(" "), &pipeline(true), None)
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let clients = Clients::new(sdk);
+        let t = open_target(Some(" "), &pipeline(true), Some(&clients))
             .await
-            .err()
-            .expect("no Data API yet");
-        assert!(matches!(e, TargetError::DataApiNotBuilt), "{e}");
+            .expect("the Data API target");
+        assert_eq!(t.name(), "redshift");
+        assert_eq!(
+            t.executor(Some(Instant::now())).dialect(),
+            super::super::Dialect::Redshift
+        );
     }
 }
