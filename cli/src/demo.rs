@@ -1,4 +1,5 @@
-//! `sluice demo`: sample data through the real transform on a local lake, in one command.
+//! `sluice demo`: sample data through the real transform on a local lake, in one command; with
+//! `--target`, on through the real loader into PostgreSQL.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,14 +8,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 use sluice::config::Pipeline;
-use sluice::lake::PutMode;
+use sluice::lake::{ObjectStore, PutMode};
 use sluice::transform::Transformer;
+use sluice::warehouse::{open_target, LoadPlan};
 
 use crate::BoxError;
 
 const EXAMPLE: &str = include_str!("../../examples/pipeline.toml");
 
-pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
+pub(crate) async fn run(dir: &Path, rows: usize, target: Option<&str>) -> Result<(), BoxError> {
     std::fs::create_dir_all(dir)?;
     // A fresh random key per demo directory; kept so re-runs hash the same way.
     let key_path = dir.join("hash.key");
@@ -60,6 +62,7 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
         "table", "rows in", "rows out", "dup", "quarantined", "partitions", "files"
     );
     let mut details = String::new();
+    let mut manifests: Vec<(String, String)> = Vec::new();
     for key in [&funnel_key, &customers_key] {
         let s = t
             .transform_object(store.as_ref(), catalog.as_ref(), key, None)
@@ -76,6 +79,7 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
             s.files.len()
         );
         let _ = writeln!(details, "  {}: manifest {}", s.table, s.manifest_key);
+        manifests.push((s.table.clone(), s.manifest_key.clone()));
         if let Some(q) = &s.quarantine_key {
             let _ = writeln!(
                 details,
@@ -93,6 +97,70 @@ pub(crate) async fn run(dir: &Path, rows: usize) -> Result<(), BoxError> {
         lake.display()
     );
     println!("  Pipeline file: {}", pipeline_path.display());
+    if let Some(url) = target {
+        load(t.pipeline(), store.as_ref(), url, &manifests).await?;
+    }
+    Ok(())
+}
+
+/// Loads this run's manifests of every table with a warehouse section, as the redshift-loader
+/// does, and prints each load's reconciliation.
+async fn load(
+    pipeline: &Pipeline,
+    store: &dyn ObjectStore,
+    url: &str,
+    manifests: &[(String, String)],
+) -> Result<(), BoxError> {
+    let executor = open_target(Some(url), pipeline, None).await?.executor(None);
+    println!();
+    println!("Loaded into PostgreSQL (the loader's merge, one transaction per table):");
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10}  mismatch",
+        "table", "expected", "staged", "merged", "stale", "deleted", "duplicates", "NULL keys"
+    );
+    let mut details = String::new();
+    for t in &pipeline.tables {
+        let keys: Vec<String> = manifests
+            .iter()
+            .filter(|(table, _)| *table == t.name)
+            .map(|(_, k)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        if t.warehouse.is_none() {
+            let _ = writeln!(
+                details,
+                "  {}: not loaded (no [tables.warehouse] section: it stays in the lake)",
+                t.name
+            );
+            continue;
+        }
+        let s = crate::load::load_table(pipeline, store, executor.as_ref(), &t.name, &keys).await?;
+        let c = s.counts;
+        println!(
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10}  {}",
+            s.table,
+            c.expected,
+            c.staged,
+            c.merged,
+            c.stale,
+            c.deleted,
+            c.duplicates,
+            c.null_keys,
+            s.mismatch.as_deref().unwrap_or("none")
+        );
+        let final_table = LoadPlan::new(t)?.final_table();
+        let _ = writeln!(
+            details,
+            "  {}: table {final_table}, load record {}",
+            s.table, s.record_key
+        );
+    }
+    println!();
+    print!("{details}");
+    println!("  Run the demo again: the same rows come back stale, the tables stay as they are.");
     Ok(())
 }
 

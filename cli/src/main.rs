@@ -2,9 +2,11 @@
 //!
 //! `sluice demo` makes sample data and transforms it on a local lake under `./sluice-demo/`;
 //! `sluice transform` runs the transform on given objects of a local or S3 lake;
+//! `sluice load` loads a table's manifests into the warehouse (Redshift, or PostgreSQL);
 //! `sluice warehouse ddl` prints the warehouse tables the loader writes.
 
 mod demo;
+mod load;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate sample data and transform it on a local lake, then print a summary.
+    /// Generate sample data and transform it on a local lake, then print a summary; with
+    /// --target, load it into PostgreSQL and print the reconciliation.
     Demo {
         /// Where the demo lake goes.
         #[arg(long, default_value = "sluice-demo")]
@@ -40,6 +43,10 @@ enum Command {
         /// Funnel rows to generate.
         #[arg(long, default_value_t = 20_000)]
         rows: usize,
+        /// Then load the tables with a warehouse section into this PostgreSQL database
+        /// (postgres://USER@HOST:PORT/DB) and print the reconciliation.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Transform raw objects of a lake (local directory or s3://bucket).
     Transform {
@@ -55,6 +62,27 @@ enum Command {
         /// Object keys, e.g. raw/funnel/2019-10.csv.
         #[arg(required = true)]
         keys: Vec<String>,
+    },
+    /// Load a table's manifests into the warehouse, as the redshift-loader Lambda does
+    /// (backfills, replays of its dead-letter queue), and print the reconciliation.
+    Load {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// The lake: a local directory or s3://BUCKET.
+        #[arg(long)]
+        lake: String,
+        /// The table (it needs a [tables.warehouse] section).
+        #[arg(long)]
+        table: String,
+        /// A PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of the pipeline's
+        /// [redshift] section.
+        #[arg(long)]
+        target: Option<String>,
+        /// Manifest keys to load (manifests/<table>/<hash>.json), all in one transaction;
+        /// default: every manifest of the table.
+        #[arg(long = "manifest")]
+        manifests: Vec<String>,
     },
     /// The warehouse the loader writes.
     Warehouse {
@@ -88,13 +116,29 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { dir, rows } => demo::run(&dir, rows).await,
+        Command::Demo { dir, rows, target } => demo::run(&dir, rows, target.as_deref()).await,
         Command::Transform {
             pipeline,
             lake,
             hash_key_file,
             keys,
         } => transform(&pipeline, &lake, hash_key_file, &keys).await,
+        Command::Load {
+            pipeline,
+            lake,
+            table,
+            target,
+            manifests,
+        } => {
+            load::run(load::LoadArgs {
+                pipeline: &pipeline,
+                lake: &lake,
+                table: &table,
+                target: target.as_deref(),
+                manifests,
+            })
+            .await
+        }
         Command::Warehouse {
             command: WarehouseCommand::Ddl { pipeline, dialect },
         } => warehouse_ddl(&pipeline, &dialect),

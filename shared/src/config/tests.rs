@@ -417,6 +417,12 @@ fn warehouse_names_are_output_columns_and_the_version_defaults_to_order_by() {
     .unwrap_err();
     assert!(e.contains("warehouse.version_column"), "{e}");
     let e = with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\", \"updated_at\"] }",
+    )
+    .unwrap_err();
+    assert!(e.contains("warehouse.version_column"), "{e}");
+    assert!(e.contains("`updated_at` is a merge key"), "{e}");
+    let e = with_warehouse(
         "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], staging = \"nodot\" }",
     )
     .unwrap_err();

@@ -105,6 +105,14 @@ impl WarehouseConfig {
         }
         if let Some(v) = self.version_column_for(t) {
             known("version_column", &v)?;
+            // The version orders rows of one key; as a key column it would order nothing, and
+            // the tombstone table would hold the column twice.
+            if self.merge_keys.contains(&v) {
+                return Err(Invalid::at(
+                    "version_column",
+                    format!("`{v}` is a merge key: the version must be another column (the newer row of a key has the greater value)"),
+                ));
+            }
         }
         for (lake, wh) in &self.columns {
             known(&format!("columns.{lake}"), lake)?;

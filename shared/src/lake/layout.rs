@@ -114,6 +114,16 @@ pub fn is_manifest(key: &str) -> bool {
     key.starts_with(MANIFESTS) && key.ends_with(".json")
 }
 
+/// The table of a manifest key: `manifests/<table>/<file>.json` gives `<table>`; None for any
+/// other key (another prefix, a folder marker, a deeper path).
+pub fn manifest_table(key: &str) -> Option<&str> {
+    if !is_manifest(key) {
+        return None;
+    }
+    let (table, file) = key.strip_prefix(MANIFESTS)?.split_once('/')?;
+    (!table.is_empty() && !file.contains('/') && file != ".json").then_some(table)
+}
+
 /// The hash rule: xxh3-64 of the whole source key, 16 lower-case hex digits. Distinct keys
 /// give distinct names even when their file names are equal; the same key always gives the
 /// same name, so a re-delivered event overwrites instead of duplicating.
@@ -210,6 +220,28 @@ mod tests {
         assert_eq!(source_hash("raw/funnel/a.csv"), {
             format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b"raw/funnel/a.csv"))
         });
+    }
+
+    #[test]
+    fn manifest_keys_name_their_table() {
+        let k = ObjectKeys::new("funnel", "raw/funnel/a.csv");
+        assert_eq!(manifest_table(&k.manifest_key), Some("funnel"));
+        assert_eq!(
+            manifest_table("manifests/my table/x.json"),
+            Some("my table")
+        );
+        for not in [
+            "manifests/funnel/",
+            "manifests/funnel/x.txt",
+            "manifests/x.json",
+            "manifests//x.json",
+            "manifests/funnel/sub/x.json",
+            "manifests/funnel/.json",
+            "raw/funnel/x.json",
+            "loads/funnel/x.json",
+        ] {
+            assert_eq!(manifest_table(not), None, "{not}");
+        }
     }
 
     #[test]

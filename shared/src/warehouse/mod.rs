@@ -24,6 +24,7 @@ mod load;
 mod plan;
 mod postgres;
 mod sql;
+mod target;
 
 pub use dataapi::DataApiTarget;
 pub use load::{
@@ -36,6 +37,7 @@ pub use plan::{
 };
 pub use postgres::{append_csv, PgTarget};
 pub use sql::{quote_ident, spectrum_schema, Dialect};
+pub use target::{open_target, Target, TargetError, TOMBSTONE_RETENTION_DAYS, WAREHOUSE_URL_ENV};
 
 #[cfg(test)]
 mod tests;
