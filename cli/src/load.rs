@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use sluice::config::Pipeline;
 use sluice::lake::{layout, ObjectStore};
-use sluice::warehouse::{
-    open_target, Executor, LoadOutcome, LoadSummary, Loader, TargetError, TOMBSTONE_RETENTION_DAYS,
-};
+use sluice::warehouse::{open_target, Executor, LoadOutcome, LoadSummary, Loader, TargetError};
 
 use crate::BoxError;
 
@@ -129,7 +127,6 @@ pub(crate) async fn load_table(
         lease_ttl: CLI_LEASE_TTL,
         owner: owner(),
         use_lease: true,
-        tombstone_retention_days: TOMBSTONE_RETENTION_DAYS,
     };
     match loader.load(table, keys).await? {
         LoadOutcome::Loaded(s) => Ok(*s),

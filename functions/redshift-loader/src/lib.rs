@@ -35,7 +35,7 @@ use sluice::lake::Lakes;
 use sluice::lambda::ErrorKind;
 pub use sluice::lambda::HandlerError;
 use sluice::warehouse::lease::now_ms;
-use sluice::warehouse::{LoadCounts, LoadOutcome, Loader, Target, TOMBSTONE_RETENTION_DAYS};
+use sluice::warehouse::{LoadCounts, LoadOutcome, Loader, Target};
 
 pub use event::{parse, ManifestRef, ManualLoad, Notification, SqsMessage, Trigger};
 
@@ -382,7 +382,6 @@ async fn load_outcome(deps: &Deps, inv: &Invocation, l: &TableLoad) -> TableOutc
         lease_ttl: inv.lease_ttl(now_ms()),
         owner: inv.request_id.clone(),
         use_lease: true,
-        tombstone_retention_days: TOMBSTONE_RETENTION_DAYS,
     };
     match loader.load(table, &l.keys).await {
         Ok(LoadOutcome::Loaded(s)) => {

@@ -37,7 +37,7 @@ pub use plan::{
 };
 pub use postgres::{append_csv, PgTarget};
 pub use sql::{quote_ident, spectrum_schema, Dialect};
-pub use target::{open_target, Target, TargetError, TOMBSTONE_RETENTION_DAYS, WAREHOUSE_URL_ENV};
+pub use target::{open_target, Target, TargetError, WAREHOUSE_URL_ENV};
 
 #[cfg(test)]
 mod tests;

@@ -140,11 +140,15 @@ fn statement_error(table: &str, statement: &str, e: &sqlx::Error) -> LoadError {
     let code = e
         .as_database_error()
         .and_then(|d| d.code().map(|c| c.into_owned()));
+    // Two first loads creating the same schema or table at once: PostgreSQL's `IF NOT EXISTS`
+    // is not atomic against a concurrent create and reports a duplicate; the retry finds it.
+    let lost_create_race = statement.starts_with("create")
+        && matches!(code.as_deref(), Some("23505" | "42P06" | "42P07"));
     LoadError::Statement {
         table: table.to_string(),
         statement: statement.to_string(),
         message: e.to_string(),
-        conflict: matches!(code.as_deref(), Some("40001" | "40P01")),
+        conflict: matches!(code.as_deref(), Some("40001" | "40P01")) || lost_create_race,
     }
 }
 

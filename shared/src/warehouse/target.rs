@@ -15,11 +15,6 @@ use super::postgres::PgTarget;
 /// Where the Lambda finds a PostgreSQL target that replaces `[redshift]` (local runs, tests).
 pub const WAREHOUSE_URL_ENV: &str = "SLUICE_WAREHOUSE_URL";
 
-/// Tombstones (and TRUNCATE versions) older than this are purged after a load commits. A late
-/// load of changes older than this could bring a deleted key back; 30 days is far beyond any
-/// retry or DLQ replay window (SQS keeps a message 14 days at most).
-pub const TOMBSTONE_RETENTION_DAYS: u32 = 30;
-
 /// Why no warehouse target could be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
