@@ -36,7 +36,7 @@ pub use plan::{
     MAX_BATCH_STATEMENTS,
 };
 pub use postgres::{append_csv, PgTarget};
-pub use sql::{quote_ident, spectrum_schema, Dialect};
+pub use sql::{quote_ident, spectrum_schema, Dialect, REDSHIFT_VARCHAR_MAX_BYTES};
 pub use target::{open_target, Target, TargetError, WAREHOUSE_URL_ENV};
 
 #[cfg(test)]

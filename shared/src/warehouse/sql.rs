@@ -1,6 +1,11 @@
 //! SQL spelling: identifier quoting and the few places where Redshift and PostgreSQL differ.
 //! Every dialect difference of the load lives in this file.
 
+/// The longest string Redshift stores: `VARCHAR(65535)`, counted in bytes of UTF-8, not in
+/// characters. The transform quarantines longer output strings of tables with a warehouse
+/// section, so the COPY never meets one (Redshift would fail the whole load on it).
+pub const REDSHIFT_VARCHAR_MAX_BYTES: usize = 65_535;
+
 /// The database a plan is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -38,8 +43,8 @@ impl Dialect {
             (_, "date") => "DATE".into(),
             // Values are UTC instants; Parquet stores them UTC-adjusted.
             (_, "timestamp") => "TIMESTAMP".into(),
-            // Redshift's longest VARCHAR; longer strings are refused before they get here.
-            (Dialect::Redshift, "string") => "VARCHAR(65535)".into(),
+            // Redshift's longest VARCHAR; the transform quarantines longer strings.
+            (Dialect::Redshift, "string") => format!("VARCHAR({REDSHIFT_VARCHAR_MAX_BYTES})"),
             (Dialect::Postgres, "string") => "TEXT".into(),
             (Dialect::Redshift, "binary") => "VARBYTE".into(),
             (Dialect::Postgres, "binary") => "BYTEA".into(),

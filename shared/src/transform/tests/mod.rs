@@ -1,6 +1,7 @@
 //! Engine tests on the local lake and local catalog: rows read back from Parquet and compared.
 //! `events.rs`: a CSV table of events (dedup, quarantine, PII hash, files and partitions);
-//! `examples.rs`: the tables of `examples/pipeline.toml`; `builtin.rs`: built-in columns.
+//! `examples.rs`: the tables of `examples/pipeline.toml`; `builtin.rs`: built-in columns;
+//! `varchar.rs`: Redshift's VARCHAR limit on tables with a warehouse section.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::lake::{LocalStore, PutMode};
 mod builtin;
 mod events;
 mod examples;
+mod varchar;
 
 pub(crate) const TEST_KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 

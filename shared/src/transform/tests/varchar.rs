@@ -1,0 +1,181 @@
+//! Redshift's VARCHAR limit: a table with a warehouse section quarantines a row whose output
+//! string is over 65,535 bytes (after trimming, hashing and JSON flattening); a table without
+//! one keeps it.
+
+use super::*;
+use crate::warehouse::REDSHIFT_VARCHAR_MAX_BYTES;
+
+const NOTES: &str = r#"
+[hash_key]
+file = "unused.key"
+
+[[tables]]
+name = "notes"
+raw_prefix = "raw/notes/"
+format = "jsonl"
+partition_by = "ts"
+catalog = { database = "test_db" }
+WAREHOUSE
+
+[[tables.columns]]
+name = "id"
+type = "int"
+required = true
+
+[[tables.columns]]
+name = "ts"
+type = "timestamp"
+required = true
+
+[[tables.columns]]
+name = "body"
+type = "string"
+
+[[tables.columns]]
+name = "email"
+type = "string"
+pii = { action = "hash" }
+
+[[tables.columns]]
+name = "attrs"
+type = "json"
+fields = [{ path = "blob", type = "string" }]
+"#;
+
+const WAREHOUSE: &str = r#"warehouse = { schema = "lake", merge_keys = ["id"] }"#;
+
+fn notes(warehouse: bool) -> Transformer {
+    transformer(&NOTES.replace("WAREHOUSE", if warehouse { WAREHOUSE } else { "" }))
+}
+
+/// One JSON line per row: `id`, a fixed `ts`, and the given extra keys.
+fn line(id: i64, extra: serde_json::Value) -> String {
+    let mut row = serde_json::json!({ "id": id, "ts": "2024-05-01T00:00:00Z" });
+    if let (Some(r), serde_json::Value::Object(e)) = (row.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    format!("{row}\n")
+}
+
+fn input() -> String {
+    let max = REDSHIFT_VARCHAR_MAX_BYTES;
+    [
+        line(1, serde_json::json!({ "body": "short" })),
+        // 70,000 bytes: over.
+        line(2, serde_json::json!({ "body": "x".repeat(70_000) })),
+        // Exactly the limit: fits.
+        line(3, serde_json::json!({ "body": "a".repeat(max) })),
+        // 32,768 characters but 65,536 bytes of UTF-8: over (Redshift counts bytes).
+        line(4, serde_json::json!({ "body": "é".repeat(32_768) })),
+        // Over the limit as it comes, at the limit once trimmed: fits.
+        line(
+            5,
+            serde_json::json!({ "body": format!("  {}  ", "b".repeat(max)) }),
+        ),
+        // A long value that is hashed: the output is 64 hex digits, so it fits.
+        line(6, serde_json::json!({ "email": "e".repeat(70_000) })),
+        // A JSON field of type string holding an object: its JSON text is the output, over.
+        line(
+            7,
+            serde_json::json!({ "attrs": { "blob": { "k": "y".repeat(70_000) } } }),
+        ),
+        // The same field holding a short object: fits.
+        line(8, serde_json::json!({ "attrs": { "blob": { "k": "y" } } })),
+    ]
+    .concat()
+}
+
+/// `id=N` of each row written, sorted.
+fn ids(rows: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.split('|').next().unwrap_or("").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn warehouse_table_quarantines_strings_over_redshift_varchar() {
+    let l = lake();
+    put(&l, "raw/notes/a.jsonl", input().as_bytes()).await;
+    let s = notes(true)
+        .transform_object(&l.store, &l.catalog, "raw/notes/a.jsonl", None)
+        .await
+        .expect("transform");
+    balanced(&s.counts);
+    assert_eq!(
+        s.counts,
+        Counts {
+            rows_read: 8,
+            rows_written: 5,
+            rows_duplicate: 0,
+            rows_quarantined: 3
+        }
+    );
+    let q: Vec<(String, u64, Option<String>, String)> = quarantine(&l, &s)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["object"].as_str().unwrap_or("").to_string(),
+                r["line"].as_u64().unwrap_or(0),
+                r["column"].as_str().map(String::from),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let over = |n: usize| format!("value is {n} bytes; Redshift VARCHAR holds at most 65535 bytes");
+    let obj = "raw/notes/a.jsonl".to_string();
+    assert_eq!(
+        q,
+        vec![
+            (obj.clone(), 2, Some("body".into()), over(70_000)),
+            (obj.clone(), 4, Some("body".into()), over(65_536)),
+            (
+                obj,
+                7,
+                Some("attrs_blob".into()),
+                over(r#"{"k":""}"#.len() + 70_000)
+            ),
+        ]
+    );
+    let got = rows(&l, "notes").await;
+    assert_eq!(ids(&got), ["id=1", "id=3", "id=5", "id=6", "id=8"]);
+    // The values that fit are written whole.
+    let row = |id: &str| got.iter().find(|r| r.starts_with(&format!("{id}|")));
+    let body_of_3 = format!("|body={}|", "a".repeat(REDSHIFT_VARCHAR_MAX_BYTES));
+    assert!(row("id=3").is_some_and(|r| r.contains(&body_of_3)));
+    let body_of_5 = format!("|body={}|", "b".repeat(REDSHIFT_VARCHAR_MAX_BYTES));
+    assert!(row("id=5").is_some_and(|r| r.contains(&body_of_5)));
+    assert!(row("id=8").is_some_and(|r| r.ends_with(r#"|attrs_blob={"k":"y"}"#)));
+}
+
+#[tokio::test]
+async fn table_without_warehouse_keeps_long_strings() {
+    let l = lake();
+    put(&l, "raw/notes/a.jsonl", input().as_bytes()).await;
+    let s = notes(false)
+        .transform_object(&l.store, &l.catalog, "raw/notes/a.jsonl", None)
+        .await
+        .expect("transform");
+    assert_eq!(
+        s.counts,
+        Counts {
+            rows_read: 8,
+            rows_written: 8,
+            rows_duplicate: 0,
+            rows_quarantined: 0
+        }
+    );
+    assert_eq!(s.quarantine_key, None);
+    let got = rows(&l, "notes").await;
+    assert_eq!(
+        ids(&got),
+        ["id=1", "id=2", "id=3", "id=4", "id=5", "id=6", "id=7", "id=8"]
+    );
+    let body_of_2 = format!("|body={}|", "x".repeat(70_000));
+    assert!(got
+        .iter()
+        .any(|r| r.starts_with("id=2|") && r.contains(&body_of_2)));
+}
