@@ -19,6 +19,11 @@
 //! api.batch_calls();          // BatchExecuteStatement calls received, refused ones included
 //! api.submitted_sql();        // SQL of every accepted submission (batch or single), as sent
 //! api.submissions();          // the same with the statement id and the whole request JSON
+//! // The next failed statement matching `at` gets these sys_load_error_detail rows:
+//! api.set_load_error_detail(FailAt::Sql("FORMAT AS PARQUET".into()), vec![LoadErrorDetail {
+//!     file_name: "s3://lake/curated/t/x.parquet".into(), line_number: 3,
+//!     column_name: "amount".into(), error_code: 1207, error_message: "Invalid digit".into() }]);
+//! api.load_error_details();   // (query id, row) of every row recorded so far
 //! wait_done(&client, &id).await;  // polls DescribeStatement until FINISHED/FAILED/ABORTED
 //! ```
 //!
@@ -49,12 +54,19 @@
 //!   's3://…manifest' … FORMAT AS PARQUET MANIFEST` reads the COPY manifest and its Parquet
 //!   files from S3 and streams them into `COPY <target> FROM STDIN` by column position, as
 //!   Redshift maps Parquet columns, refusing a file whose column count differs from the table's.
+//! - Every statement, and every sub-statement of a batch, gets a positive `RedshiftQueryId`
+//!   (a batch's top level reports -1). A statement that mentions `sys_load_error_detail` runs
+//!   with a temporary table of that name (`query_id`, `start_time`, `file_name`,
+//!   `line_number`, `column_name`, `error_code`, `error_message`, `raw_line`; Redshift's names
+//!   and types, `CHAR` columns blank-padded) holding the rows recorded so far: those of
+//!   [`DataApi::set_load_error_detail`], filed under the query id of the statement they were
+//!   attached to, so the executor's own query runs as written.
 //! - PostgreSQL errors read `ERROR: <message>`; serialization failures and deadlocks (SQLSTATE
 //!   40001, 40P01) read `ERROR: 1023 DETAIL: Serializable isolation violation on table …`, the
 //!   text Redshift gives, so the executor's conflict handling is exercised.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,6 +101,19 @@ pub struct Submission {
     pub sqls: Vec<String>,
     /// The whole request body (Database, WorkgroupName, SecretArn, ClientToken, …).
     pub request: Value,
+    /// The `RedshiftQueryId` of each statement of `sqls`, in order.
+    pub query_ids: Vec<i64>,
+}
+
+/// One `sys_load_error_detail` row: what Redshift records of a row a COPY could not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadErrorDetail {
+    /// The file's `s3://` URL.
+    pub file_name: String,
+    pub line_number: i64,
+    pub column_name: String,
+    pub error_code: i32,
+    pub error_message: String,
 }
 
 /// The running endpoint; the server stops when this is dropped.
@@ -160,6 +185,23 @@ impl DataApi {
     /// Removes the injected failure.
     pub fn clear_fail(&self) {
         self.state.lock().fault = None;
+    }
+
+    /// The next statement that fails (injected or for real) and matches `at` (its index in a
+    /// batch, or text in its SQL) gets `rows` in `sys_load_error_detail`, under its query id;
+    /// once, then this is cleared. A later call replaces one not yet used.
+    pub fn set_load_error_detail(&self, at: FailAt, rows: Vec<LoadErrorDetail>) {
+        self.state.lock().pending_load_errors = Some((at, rows));
+    }
+
+    /// Every `sys_load_error_detail` row recorded so far, with its query id, in order.
+    pub fn load_error_details(&self) -> Vec<(i64, LoadErrorDetail)> {
+        self.state
+            .lock()
+            .load_errors
+            .iter()
+            .map(|e| (e.query_id, e.row.clone()))
+            .collect()
     }
 
     /// The next `n` accepted batches stay STARTED and never run (until cancelled).
@@ -249,6 +291,17 @@ struct Inner {
     batch_calls: usize,
     fault: Option<Fault>,
     stay_started: usize,
+    /// Rows for the next failed statement matching the `FailAt`.
+    pending_load_errors: Option<(FailAt, Vec<LoadErrorDetail>)>,
+    /// `sys_load_error_detail`, in the order recorded.
+    load_errors: Vec<RecordedLoadError>,
+}
+
+struct RecordedLoadError {
+    query_id: i64,
+    /// Seconds since the epoch (`start_time`).
+    at: f64,
+    row: LoadErrorDetail,
 }
 
 struct Fault {
@@ -303,6 +356,8 @@ struct Sub {
     duration_ns: i64,
     updated: f64,
     result: Option<ResultSet>,
+    /// `RedshiftQueryId`: positive, unique in the process.
+    query_id: i64,
 }
 
 /// A result set as text, PostgreSQL's text form of each value.
@@ -338,6 +393,12 @@ fn new_id() -> String {
         &h[17..20],
         &h[20..32]
     )
+}
+
+/// A Redshift query id: positive, increasing, unique per process.
+fn new_query_id() -> i64 {
+    static N: AtomicI64 = AtomicI64::new(1000);
+    N.fetch_add(1, Ordering::SeqCst)
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -587,10 +648,12 @@ fn submit(state: &Arc<State>, req: Value, sqls: Vec<String>, batch: bool) -> Val
                 duration_ns: -1,
                 updated: now,
                 result: None,
+                query_id: new_query_id(),
             })
             .collect(),
         task: None,
     };
+    let query_ids = stmt.subs.iter().map(|x| x.query_id).collect();
     let answer = submit_answer(&id, &stmt);
     inner.statements.insert(id.clone(), stmt);
     if let Some(t) = token {
@@ -601,6 +664,7 @@ fn submit(state: &Arc<State>, req: Value, sqls: Vec<String>, batch: bool) -> Val
         batch,
         sqls: sqls.clone(),
         request: req,
+        query_ids,
     });
     if !hang {
         let params = parameters(&inner.submissions[inner.submissions.len() - 1].request);
@@ -657,7 +721,11 @@ fn describe(state: &Arc<State>, req: &Value) -> Result<Value, ApiError> {
     };
     m.insert("Duration".into(), duration.into());
     m.insert("RedshiftPid".into(), 1.into());
-    m.insert("RedshiftQueryId".into(), (-1).into());
+    let top_query_id = match (s.batch, s.subs.first()) {
+        (false, Some(x)) => x.query_id,
+        _ => -1,
+    };
+    m.insert("RedshiftQueryId".into(), top_query_id.into());
     echo_target(&s.request, &mut m);
     if s.batch {
         let q: Vec<&str> = s.subs.iter().map(|x| x.sql.as_str()).collect();
@@ -686,7 +754,7 @@ fn describe(state: &Arc<State>, req: &Value) -> Result<Value, ApiError> {
                 o.insert("HasResultSet".into(), x.has_result_set.into());
                 o.insert("ResultRows".into(), x.rows.into());
                 o.insert("ResultSize".into(), result_size(x).into());
-                o.insert("RedshiftQueryId".into(), (-1).into());
+                o.insert("RedshiftQueryId".into(), x.query_id.into());
                 Value::Object(o)
             })
             .collect();
@@ -883,7 +951,43 @@ async fn run(
                     x.status = Status::Aborted;
                 }
             }
+            let failed = s.subs.get(i).map(|x| (x.query_id, x.sql.clone()));
+            let batch = s.batch;
+            if let Some((query_id, sql)) = failed {
+                record_load_errors(&mut inner, batch, i, &sql, query_id, now);
+            }
         }
+    }
+}
+
+/// Files the pending `sys_load_error_detail` rows under the failed statement's query id, when
+/// the pending `FailAt` matches it.
+fn record_load_errors(
+    inner: &mut Inner,
+    batch: bool,
+    index: usize,
+    sql: &str,
+    query_id: i64,
+    now: f64,
+) {
+    let matches = match &inner.pending_load_errors {
+        Some((FailAt::Index(at), _)) => batch && *at == index,
+        Some((FailAt::Sql(text), _)) => sql.contains(text.as_str()),
+        None => false,
+    };
+    if !matches {
+        return;
+    }
+    let Some((_, rows)) = inner.pending_load_errors.take() else {
+        return;
+    };
+    for (n, row) in rows.into_iter().enumerate() {
+        inner.load_errors.push(RecordedLoadError {
+            query_id,
+            // Distinct start times, so `ORDER BY start_time` keeps the given order.
+            at: now + n as f64 * 0.001,
+            row,
+        });
     }
 }
 
@@ -915,6 +1019,11 @@ async fn run_all(
             return (done, Some((i, error.clone())));
         }
         let started = Instant::now();
+        if sql.to_ascii_lowercase().contains("sys_load_error_detail") {
+            if let Err(e) = load_error_table(state, &mut tx).await {
+                return (done, Some((i, e)));
+            }
+        }
         let outcome = match bind_parameters(sql, params).and_then(|s| translate(&s)) {
             Ok(Translated::Noop) => Ok(Done {
                 rows: 0,
@@ -947,6 +1056,44 @@ async fn run_all(
         return (done, Some((last, pg_error_text(&e))));
     }
     (done, None)
+}
+
+/// Creates `sys_load_error_detail` as a temporary table of the rows recorded so far (PostgreSQL
+/// has no such table; a temporary one is found first on the search path).
+async fn load_error_table(state: &State, c: &mut PgConnection) -> Result<(), String> {
+    let rows: Vec<(i64, f64, LoadErrorDetail)> = state
+        .lock()
+        .load_errors
+        .iter()
+        .map(|e| (e.query_id, e.at, e.row.clone()))
+        .collect();
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS sys_load_error_detail (query_id BIGINT, \
+         start_time TIMESTAMP, file_name CHAR(256), line_number BIGINT, column_name CHAR(127), \
+         error_code INTEGER, error_message CHAR(512), raw_line CHAR(1024)) ON COMMIT DROP; \
+         DELETE FROM sys_load_error_detail",
+    )
+    .execute(&mut *c)
+    .await
+    .map_err(|e| pg_error_text(&e))?;
+    for (query_id, at, r) in rows {
+        sqlx::query(
+            "INSERT INTO sys_load_error_detail (query_id, start_time, file_name, line_number, \
+             column_name, error_code, error_message, raw_line) \
+             VALUES ($1, to_timestamp($2) AT TIME ZONE 'UTC', $3, $4, $5, $6, $7, '')",
+        )
+        .bind(query_id)
+        .bind(at)
+        .bind(&r.file_name)
+        .bind(r.line_number)
+        .bind(&r.column_name)
+        .bind(r.error_code)
+        .bind(&r.error_message)
+        .execute(&mut *c)
+        .await
+        .map_err(|e| pg_error_text(&e))?;
+    }
+    Ok(())
 }
 
 /// One statement over the simple query protocol, so every value comes back as text.

@@ -20,7 +20,7 @@ use sluice::transform::Transformer;
 use sluice::warehouse::{
     batch_id, DataApiTarget, LoadError, LoadOutcome, LoadPlan, LoadSummary, Loader,
 };
-use sluice_tests::dataapi::{DataApi, FailAt};
+use sluice_tests::dataapi::{DataApi, FailAt, LoadErrorDetail};
 use sluice_tests::{moto_bucket, moto_sdk_config, pg_url, unique_name};
 
 const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/sluice-copy";
@@ -507,4 +507,110 @@ async fn conflicts_of_either_isolation_level_resubmit_the_batch() {
     assert_eq!(err.kind(), ErrorKind::Retryable);
     assert_eq!(e.api.batch_calls(), 7);
     assert_eq!(e.recorded_statement(&keys3).await, None);
+}
+
+#[tokio::test]
+async fn a_failed_copy_reports_its_sys_load_error_detail_rows() {
+    let e = env().await;
+    let p = pipeline(&e.schema, false);
+    let target = e.target();
+    let (k1, _) = e.transform(&p, "raw/cdc/orders/1.jsonl", &FIRST).await;
+    e.load(&p, &target, std::slice::from_ref(&k1))
+        .await
+        .expect("first load");
+    let (k2, m2) = e
+        .transform(
+            &p,
+            "raw/cdc/orders/2.jsonl",
+            &[r#"{"order":5,"note":"e","_op":"c","_lsn":30,"_commit_ts":"2024-05-01T00:00:00Z"}"#],
+        )
+        .await;
+    let file = e.store.url(&m2.files[0].key);
+    assert!(file.starts_with("s3://"), "{file}");
+    // Redshift's COPY error points at the system table; the table says which rows and why.
+    let error = "ERROR: Load into table 'sluice_stage_g0' failed. Check 'sys_load_error_detail' system table for details.";
+    let copy = FailAt::Sql("FORMAT AS PARQUET MANIFEST".into());
+    e.api.set_fail_times(copy.clone(), error, 1);
+    e.api.set_load_error_detail(
+        copy,
+        vec![
+            LoadErrorDetail {
+                file_name: file.clone(),
+                line_number: 1,
+                column_name: "Note Text".into(),
+                error_code: 1204,
+                error_message: "String length exceeds DDL length".into(),
+            },
+            LoadErrorDetail {
+                file_name: file.clone(),
+                line_number: 2,
+                column_name: "_lsn".into(),
+                error_code: 1207,
+                error_message: "Invalid digit, Value 'x', Pos 0, Type: Long".into(),
+            },
+        ],
+    );
+    let err = e
+        .load(&p, &target, std::slice::from_ref(&k2))
+        .await
+        .expect_err("the COPY fails");
+    let LoadError::Statement {
+        statement, message, ..
+    } = &err
+    else {
+        panic!("not a statement error: {err:?}");
+    };
+    assert_eq!(statement, "copy", "{err}");
+    assert!(message.contains(error), "{message}");
+    // Both rows, in start_time order, each with its file, line, column, text and code.
+    let detail = message
+        .split_once("; sys_load_error_detail: ")
+        .map(|(_, d)| d)
+        .unwrap_or_else(|| panic!("no load error detail: {message}"));
+    assert_eq!(
+        detail,
+        format!(
+            "{file} line 1 column Note Text: String length exceeds DDL length (code 1204); \
+             {file} line 2 column _lsn: Invalid digit, Value 'x', Pos 0, Type: Long (code 1207)"
+        ),
+        "{message}"
+    );
+
+    // The rows were filed under the failed COPY's query id, and the executor looked up that
+    // id (through ExecuteStatement, after the batch).
+    let recorded = e.api.load_error_details();
+    assert_eq!(recorded.len(), 2);
+    let subs = e.api.submissions();
+    let batch = subs.iter().rfind(|s| s.batch).expect("the failed batch");
+    let at = batch
+        .sqls
+        .iter()
+        .position(|q| q.starts_with("COPY "))
+        .expect("a COPY in the batch");
+    let query_id = batch.query_ids[at];
+    assert!(query_id > 0);
+    assert!(recorded.iter().all(|(q, _)| *q == query_id), "{recorded:?}");
+    let lookup = subs
+        .iter()
+        .find(|s| !s.batch && s.sqls[0].contains("sys_load_error_detail"))
+        .expect("the executor read sys_load_error_detail");
+    assert!(
+        lookup.sqls[0].contains(&format!("query_id = {query_id} ")),
+        "{:?}",
+        lookup.sqls
+    );
+    // Every sub-statement has an id of its own.
+    let mut ids = batch.query_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), batch.sqls.len());
+
+    // Nothing committed; with the fault gone (the details were used once) the batch loads.
+    assert_eq!(final_rows(&p, false).await, first_rows());
+    let ok = e
+        .load(&p, &target, std::slice::from_ref(&k2))
+        .await
+        .expect("load");
+    assert_eq!(ok.counts.merged, 1);
+    assert_eq!(e.api.load_error_details().len(), 2, "no new rows");
 }

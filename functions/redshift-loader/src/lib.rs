@@ -92,9 +92,12 @@ impl Invocation {
     }
 
     /// When the warehouse's part of a load must end: the deadline less time to finish; None
-    /// when the deadline is unknown (the executor's own default applies).
+    /// when the deadline is unknown (the executor's own default applies). A deadline already
+    /// past is taken as unknown, as by `lease_ttl`: Lambda never sends one, but `cargo lambda
+    /// watch` sends the timeout itself (`Lambda-Runtime-Deadline-Ms: 600000`, not epoch ms),
+    /// which would leave no time for any statement.
     pub fn run_until(&self, now_ms: u64) -> Option<Instant> {
-        if self.deadline_ms == 0 {
+        if self.deadline_ms <= now_ms {
             return None;
         }
         let left = Duration::from_millis(self.deadline_ms.saturating_sub(now_ms));

@@ -266,6 +266,13 @@ fn the_lease_outlives_the_invocation() {
     assert!(before + left <= until && until <= after + left);
     let late = inv.run_until(1_000_000 + 299_000).expect("a deadline");
     assert!(late <= Instant::now(), "past the finish margin: now");
+    // Already past (cargo lambda's emulator sends the timeout, not a time): unknown.
+    assert_eq!(inv.run_until(2_000_000), None);
+    let relative = Invocation {
+        request_id: "r".into(),
+        deadline_ms: 600_000,
+    };
+    assert_eq!(relative.run_until(now_ms()), None);
 }
 
 #[tokio::test]
