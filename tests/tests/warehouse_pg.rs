@@ -534,8 +534,8 @@ impl Executor for FailingAt {
         });
         self.inner.run(plan, &steps, ctx).await
     }
-    async fn execute(&self, table: &str, statement: &Statement) -> Result<(), LoadError> {
-        self.inner.execute(table, statement).await
+    async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
+        self.inner.execute(table, statements).await
     }
 }
 
@@ -564,8 +564,8 @@ async fn step_names_of(l: &Lake, p: &Pipeline, target: &PgTarget, keys: &[String
             *self.1.lock().unwrap() = steps.iter().map(|s| s.name().to_string()).collect();
             Err(LoadError::Connect("recording only".into()))
         }
-        async fn execute(&self, _table: &str, _statement: &Statement) -> Result<(), LoadError> {
-            Ok(())
+        async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
+            self.0.execute(table, statements).await
         }
     }
     let r = Recording(target, std::sync::Mutex::new(Vec::new()));
@@ -958,4 +958,57 @@ async fn reconciliation_reports_rows_that_went_missing() {
         record["mismatch"].as_str().unwrap_or("").contains("3"),
         "{record}"
     );
+}
+
+#[tokio::test]
+async fn a_keyless_truncate_row_empties_the_table_and_guards_it_against_older_loads() {
+    let schema = unique_name("trunc");
+    let l = lake();
+    let p = changes_pipeline(&schema, false);
+    let target = PgTarget::connect(&pg_url()).await.expect("connect");
+    let (k1, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/1.jsonl",
+        &[
+            r#"{"order":1,"note":"a","_op":"c","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
+            r#"{"order":2,"note":"b","_op":"c","_lsn":11,"_commit_ts":"2024-03-01T10:01:00Z"}"#,
+        ],
+    )
+    .await;
+    load_manifests(&l, &p, &target, &[k1]).await.expect("first");
+    // A TRUNCATE as change events carry it: no key, only its position in the log.
+    let (k2, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/2.jsonl",
+        &[
+            r#"{"_op":"t","_lsn":30,"_commit_ts":"2024-03-02T00:00:00Z"}"#,
+            r#"{"order":3,"note":"after","_op":"c","_lsn":31,"_commit_ts":"2024-03-02T00:00:01Z"}"#,
+        ],
+    )
+    .await;
+    let s = load_manifests(&l, &p, &target, &[k2])
+        .await
+        .expect("truncate");
+    assert_eq!(s.mismatch, None, "{s:?}");
+    assert_eq!((s.counts.truncates, s.counts.null_keys), (1, 0), "{s:?}");
+    assert!(
+        s.quarantine_keys.is_empty(),
+        "a TRUNCATE row is not quarantined"
+    );
+    let plan = LoadPlan::new(p.table("orders").unwrap()).expect("plan");
+    let after = vec!["3|after|∅|31|2024-03-02 00:00:01".to_string()];
+    assert_eq!(final_rows(&plan, false).await, after);
+    // Changes from before the TRUNCATE, arriving late, never land.
+    let (k3, _) = transform(
+        &l,
+        &p,
+        "raw/cdc/orders/3.jsonl",
+        &[r#"{"order":1,"note":"late","_op":"u","_lsn":20,"_commit_ts":"2024-03-01T12:00:00Z"}"#],
+    )
+    .await;
+    let s = load_manifests(&l, &p, &target, &[k3]).await.expect("late");
+    assert_eq!((s.counts.stale, s.counts.merged), (1, 0), "{s:?}");
+    assert_eq!(final_rows(&plan, false).await, after);
 }

@@ -65,6 +65,11 @@ pub struct WarehouseConfig {
     /// retention, DLQ replays). Default 30.
     #[serde(default = "default_tombstone_retention_days")]
     pub tombstone_retention_days: u32,
+    /// With a persistent `staging` table: `TRUNCATE` it after each load committed (the load
+    /// itself empties it with `DELETE`, which leaves space to vacuum). Never inside the load:
+    /// TRUNCATE commits in Redshift. Default off.
+    #[serde(default)]
+    pub truncate_stage: bool,
 }
 
 const fn default_tombstone_retention_days() -> u32 {

@@ -92,6 +92,12 @@ pub fn load_record_key(table: &str, batch: &str) -> String {
     format!("{LOADS}{table}/{batch}.json")
 }
 
+/// `loads/<table>/<batch>/replay-<ms>.json`: the record of a later load of the same manifests
+/// (the first load's record stays as it was).
+pub fn load_replay_record_key(table: &str, batch: &str, finished_at_ms: u64) -> String {
+    format!("{LOADS}{table}/{batch}/replay-{finished_at_ms}.json")
+}
+
 /// `loads/<table>/<batch>/copy-<n>.manifest`: the COPY manifest of one group of files (never
 /// under `manifests/`, which would trigger the loader again).
 pub fn copy_manifest_key(table: &str, batch: &str, group: usize) -> String {

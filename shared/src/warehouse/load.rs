@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,7 +14,9 @@ use parquet::arrow::ProjectionMask;
 use serde::Serialize;
 
 use crate::config::{Pipeline, Staging};
-use crate::lake::layout::{copy_manifest_key, load_quarantine_key, load_record_key, source_hash};
+use crate::lake::layout::{
+    copy_manifest_key, load_quarantine_key, load_record_key, load_replay_record_key, source_hash,
+};
 use crate::lake::manifest::Manifest;
 use crate::lake::quarantine::QuarantineRecord;
 use crate::lake::{LakeError, ObjectStore, PutMode};
@@ -132,12 +134,13 @@ pub trait Executor: Send + Sync {
         ctx: &RunContext<'_>,
     ) -> Result<Executed, LoadError>;
 
-    /// One statement on its own (after a load committed: the tombstone purge).
-    async fn execute(&self, table: &str, statement: &Statement) -> Result<(), LoadError>;
+    /// Statements outside a load, in one transaction of their own (creating the tables before
+    /// a first load; the optional TRUNCATE of a persistent stage after one).
+    async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError>;
 }
 
-/// Rows of a load, by what became of them. They balance:
-/// `staged = merged + stale + deleted + duplicates + null_keys`.
+/// Rows of a load, by what became of them, each counted by the statement that acted on them.
+/// They balance: `staged = merged + stale + deleted + duplicates + null_keys + truncates`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LoadCounts {
     /// Σ `rows_written` of the manifests: what the lake says the batch holds.
@@ -152,8 +155,10 @@ pub struct LoadCounts {
     pub deleted: u64,
     /// Older versions of a key twice in the batch.
     pub duplicates: u64,
-    /// Rows with a NULL merge key, quarantined.
+    /// Rows with a NULL merge key (or version), quarantined.
     pub null_keys: u64,
+    /// TRUNCATE change rows (their version recorded; they are no row of the table).
+    pub truncates: u64,
 }
 
 impl LoadCounts {
@@ -165,11 +170,16 @@ impl LoadCounts {
                 self.staged, self.expected
             ));
         }
-        let accounted = self.merged + self.stale + self.deleted + self.duplicates + self.null_keys;
+        let accounted = self.merged
+            + self.stale
+            + self.deleted
+            + self.duplicates
+            + self.null_keys
+            + self.truncates;
         (accounted != self.staged).then(|| {
             format!(
-                "{} rows staged but {accounted} accounted for (merged {} + stale {} + deleted {} + duplicates {} + NULL keys {})",
-                self.staged, self.merged, self.stale, self.deleted, self.duplicates, self.null_keys
+                "{} rows staged but {accounted} accounted for (merged {} + stale {} + deleted {} + duplicates {} + NULL keys {} + truncates {})",
+                self.staged, self.merged, self.stale, self.deleted, self.duplicates, self.null_keys, self.truncates
             )
         })
     }
@@ -187,6 +197,8 @@ pub struct LoadSummary {
     pub counts: LoadCounts,
     /// None when the counts balance; else what does not add up.
     pub mismatch: Option<String>,
+    #[serde(skip)]
+    quarantine_mismatch: Option<String>,
     pub quarantine_keys: Vec<String>,
     pub record_key: String,
     /// Wall time of the load transaction (all attempts), and of its COPY steps in the attempt
@@ -285,6 +297,15 @@ impl Loader<'_> {
             None
         };
         let result = self.load_held(table, manifest_keys).await;
+        if let Err(LoadError::Timeout { .. }) = &result {
+            // The statement may still be running in the warehouse: the lease stays until it
+            // expires, so no other load of the table starts beside it.
+            tracing::warn!(
+                table,
+                "the load is still running in the warehouse; the lease is kept until it expires"
+            );
+            return result.map(|s| LoadOutcome::Loaded(Box::new(s)));
+        }
         if let Some(l) = lease {
             // A lease left behind expires on its own; the load's outcome stands either way.
             if let Err(e) = lease::release(self.store, &l).await {
@@ -331,6 +352,7 @@ impl Loader<'_> {
                 ..LoadCounts::default()
             },
             mismatch: None,
+            quarantine_mismatch: None,
             quarantine_keys: Vec::new(),
             record_key: load_record_key(table, &batch),
             run_ms: 0,
@@ -345,27 +367,8 @@ impl Loader<'_> {
         self.check_files(table, &manifests).await?;
         let quarantine = self.scan_null_keys(&plan, &manifests).await?;
         let groups = self.copy_groups(&plan, &batch, &manifests, dialect).await?;
-        let existing = self
-            .executor
-            .table_columns(table, &plan.schema, &plan.final_name)
-            .await?;
-        let stage_columns = match &plan.staging {
-            Staging::Table(name) => {
-                let (schema, name) = name.split_once('.').unwrap_or(("public", name));
-                self.executor.table_columns(table, schema, name).await?
-            }
-            Staging::Temp => None,
-        };
-        let found = TablesFound {
-            final_missing: missing_columns(&plan, existing.as_deref()),
-            stage_columns,
-        };
-        let mut steps: Vec<Step> = plan
-            .create_tables(dialect)
-            .into_iter()
-            .map(Step::Sql)
-            .collect();
-        steps.extend(plan.steps(dialect, &groups, &found, &self.iam_role)?);
+        let found = self.prepare_tables(&plan, dialect).await?;
+        let steps = plan.steps(dialect, &groups, &found, &self.iam_role)?;
         if !found.final_missing.is_empty() {
             tracing::info!(table, columns = ?found.final_missing, "adding new columns to the final table");
         }
@@ -386,21 +389,69 @@ impl Loader<'_> {
         summary.statement_id = executed.statement_id.clone();
         summary.attempts = executed.attempts;
         summary.counts = counts(&steps, &executed, expected);
+        let quarantined: u64 = quarantine.iter().map(|(_, r)| r.len() as u64).sum();
         // After the commit: these rows are out of the load whatever happens next; a re-run
         // writes the same objects again.
         summary.quarantine_keys = self.write_quarantine(&plan, quarantine).await?;
-        if let Err(e) = self
-            .executor
-            .execute(table, &plan.purge_tombstones(dialect))
-            .await
-        {
-            tracing::warn!(table, error = %e, "purging old tombstones failed; the next load tries again");
+        if summary.counts.null_keys != quarantined {
+            summary.quarantine_mismatch = Some(format!(
+                "the load dropped {} rows with a NULL key or version but {quarantined} were quarantined",
+                summary.counts.null_keys
+            ));
+        }
+        if let (Staging::Table(_), true) = (&plan.staging, plan.truncate_stage) {
+            // Outside the load's transaction: TRUNCATE commits in Redshift.
+            let mut stmts = plan.session(dialect);
+            stmts.push(Statement {
+                name: "truncate_stage".into(),
+                sql: format!("TRUNCATE {}", plan.stage_table()),
+            });
+            if let Err(e) = self.executor.execute(table, &stmts).await {
+                tracing::warn!(table, error = %e, "TRUNCATE of the persistent stage failed (it is empty: the load cleared it with DELETE)");
+            }
         }
         self.finish(summary).await
     }
 
+    /// Creates the tables a load needs when one is missing, in a transaction of its own (in
+    /// the load's, the first CREATE would take the snapshot before the LOCK), and reports what
+    /// the load must add.
+    async fn prepare_tables(
+        &self,
+        plan: &LoadPlan,
+        dialect: Dialect,
+    ) -> Result<TablesFound, LoadError> {
+        let table = plan.table.as_str();
+        let columns = |schema: String, name: String| async move {
+            self.executor.table_columns(table, &schema, &name).await
+        };
+        let existing = columns(plan.schema.clone(), plan.final_name.clone()).await?;
+        let tombstones = columns(plan.schema.clone(), plan.tombstone_name()).await?;
+        let stage_columns = match &plan.staging {
+            Staging::Table(name) => {
+                let (schema, name) = name.split_once('.').unwrap_or(("public", name));
+                columns(schema.to_string(), name.to_string()).await?
+            }
+            Staging::Temp => None,
+        };
+        let stage_missing = matches!(plan.staging, Staging::Table(_)) && stage_columns.is_none();
+        if existing.is_none() || tombstones.is_none() || stage_missing {
+            tracing::info!(table, "creating the warehouse tables");
+            let mut stmts = plan.session(dialect);
+            stmts.extend(plan.create_tables(dialect));
+            self.executor.execute(table, &stmts).await?;
+        }
+        Ok(TablesFound {
+            final_missing: missing_columns(plan, existing.as_deref()),
+            stage_columns,
+        })
+    }
+
     async fn finish(&self, mut summary: LoadSummary) -> Result<LoadSummary, LoadError> {
-        summary.mismatch = summary.counts.mismatch();
+        summary.mismatch = summary
+            .counts
+            .mismatch()
+            .or_else(|| summary.quarantine_mismatch.clone());
         summary.finished_at_ms = lease::now_ms();
         if let Some(m) = &summary.mismatch {
             tracing::error!(table = %summary.table, batch = %summary.batch, manifests = ?summary.manifests, mismatch = %m, "reconciliation mismatch: rows went missing between the lake and the warehouse");
@@ -410,10 +461,25 @@ impl Loader<'_> {
             key: summary.record_key.clone(),
             message: e.to_string(),
         })?;
-        self.store
-            .put(&summary.record_key, body.into(), PutMode::Overwrite)
+        // The first load of a batch keeps its record; a replay of the same manifests (all
+        // stale) is recorded beside it instead of over it.
+        match self
+            .store
+            .put(&summary.record_key, body.clone().into(), PutMode::Create)
             .await
-            .map_err(|e| lake_err(&summary.table, &summary.record_key, e))?;
+        {
+            Ok(_) => {}
+            Err(LakeError::AlreadyExists { .. }) => {
+                summary.record_key =
+                    load_replay_record_key(&summary.table, &summary.batch, summary.finished_at_ms);
+                let body = serde_json::to_vec_pretty(&summary).unwrap_or(body);
+                self.store
+                    .put(&summary.record_key, body.into(), PutMode::Overwrite)
+                    .await
+                    .map_err(|e| lake_err(&summary.table, &summary.record_key, e))?;
+            }
+            Err(e) => return Err(lake_err(&summary.table, &summary.record_key, e)),
+        }
         Ok(summary)
     }
 
@@ -541,10 +607,23 @@ impl Loader<'_> {
             .filter(|c| plan.keys.contains(&c.warehouse))
             .map(|c| c.lake.as_str())
             .collect();
+        let lake_of = |w: &str| {
+            plan.columns
+                .iter()
+                .find(|c| c.warehouse == w)
+                .map(|c| c.lake.as_str())
+        };
+        let version_lake = lake_of(&plan.version).unwrap_or_default();
+        let op_lake = plan.op.as_deref().and_then(lake_of);
+        let must_have: Vec<&str> = key_lake
+            .iter()
+            .copied()
+            .chain(std::iter::once(version_lake))
+            .collect();
         let mut out = Vec::new();
         for (_, m) in manifests {
             let keys_required = !m.columns.is_empty()
-                && key_lake
+                && must_have
                     .iter()
                     .all(|k| m.columns.iter().any(|c| c.name == *k && !c.nullable));
             if keys_required {
@@ -556,7 +635,12 @@ impl Loader<'_> {
                     .get_bytes(&f.key)
                     .await
                     .map_err(|e| lake_err(&plan.table, &f.key, e))?;
-                let records = null_key_rows(plan, &key_lake, &f.key, bytes).map_err(|message| {
+                let cols = NullCheck {
+                    keys: &key_lake,
+                    version: version_lake,
+                    op: op_lake,
+                };
+                let records = null_key_rows(plan, &cols, &f.key, bytes).map_err(|message| {
                     LoadError::File {
                         table: plan.table.clone(),
                         key: f.key.clone(),
@@ -619,61 +703,85 @@ fn counts(steps: &[Step], executed: &Executed, expected: u64) -> LoadCounts {
         *sum.entry(s.name()).or_default() += rows.unwrap_or(0);
     }
     let get = |n: &str| sum.get(n).copied().unwrap_or(0);
-    let staged = get(step_names::COPY) + get(step_names::STAGE_GROUP);
-    let null_keys = get(step_names::DROP_NULL_KEYS);
-    let batch = get(step_names::DEDUP);
     LoadCounts {
         expected,
-        staged,
+        staged: get(step_names::COPY) + get(step_names::STAGE_GROUP),
         merged: get(step_names::INSERT),
         stale: step_names::STALE.iter().map(|n| get(n)).sum(),
         deleted: get(step_names::TOMBSTONES),
-        duplicates: staged.saturating_sub(null_keys).saturating_sub(batch),
-        null_keys,
+        duplicates: get(step_names::DUPLICATES),
+        null_keys: get(step_names::DROP_NULL_KEYS),
+        truncates: get(step_names::TRUNCATES),
     }
 }
 
-/// The rows of one Parquet file whose merge key is NULL, as quarantine records (the row as
-/// `col=value|…`, its 1-based position in the file).
+/// The columns a loadable row must have: the merge keys (except on a TRUNCATE change row,
+/// which has none) and the version.
+struct NullCheck<'a> {
+    keys: &'a [&'a str],
+    version: &'a str,
+    op: Option<&'a str>,
+}
+
+/// The rows of one Parquet file that cannot load (a NULL merge key or version), as quarantine
+/// records (the row as `col=value|…`, its 1-based position in the file).
 fn null_key_rows(
     plan: &LoadPlan,
-    key_lake: &[&str],
+    check: &NullCheck<'_>,
     file_key: &str,
     bytes: bytes::Bytes,
 ) -> Result<Vec<QuarantineRecord>, String> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
-    // Only the key columns first: most files have no NULL key and are done after this.
+    // Only the checked columns first: most files have no such row and are done after this.
     let schema = builder.parquet_schema();
-    let key_idx: Vec<usize> = (0..schema.num_columns())
-        .filter(|&i| key_lake.contains(&schema.column(i).name()))
+    let wanted = |n: &str| check.keys.contains(&n) || n == check.version || Some(n) == check.op;
+    let idx: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| wanted(schema.column(i).name()))
         .collect();
-    let mask = ProjectionMask::leaves(schema, key_idx);
+    let mask = ProjectionMask::leaves(schema, idx);
     let reader = builder
         .with_projection(mask)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut null_rows = Vec::new();
+    let mut bad_rows = Vec::new();
     let mut base = 0usize;
     for b in reader {
         let b = b.map_err(|e| e.to_string())?;
+        let col = |n: &str| b.schema().index_of(n).ok().map(|i| b.column(i).clone());
+        let keys: Vec<_> = check.keys.iter().filter_map(|k| col(k)).collect();
+        let version = col(check.version);
+        let op = check
+            .op
+            .and_then(col)
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned());
         for r in 0..b.num_rows() {
-            if b.columns().iter().any(|a| a.is_null(r)) {
-                null_rows.push(base + r);
+            let truncate = op
+                .as_ref()
+                .is_some_and(|o| o.is_valid(r) && o.value(r) == "t");
+            let no_version = version.as_ref().is_none_or(|v| v.is_null(r));
+            let no_key = keys.len() < check.keys.len() || keys.iter().any(|a| a.is_null(r));
+            if no_version || (no_key && !truncate) {
+                bad_rows.push(base + r);
             }
         }
         base += b.num_rows();
     }
-    if null_rows.is_empty() {
+    if bad_rows.is_empty() {
         return Ok(Vec::new());
     }
+    let named = format!(
+        "a merge key ({}) or the version ({}) is NULL",
+        check.keys.join(", "),
+        check.version
+    );
     // Then the whole rows of those few, for the quarantine record.
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut base = 0usize;
-    let mut next = null_rows.iter().peekable();
+    let mut next = bad_rows.iter().peekable();
     for b in reader {
         let b: RecordBatch = b.map_err(|e| e.to_string())?;
         let opts = FormatOptions::default();
@@ -694,13 +802,24 @@ fn null_key_rows(
                 .map(|(f, x)| format!("{}={}", f.name(), x.value(r - base)))
                 .collect::<Vec<_>>()
                 .join("|");
+            let column = check
+                .keys
+                .iter()
+                .chain(std::iter::once(&check.version))
+                .filter(|c| {
+                    b.schema()
+                        .index_of(c)
+                        .map_or(true, |i| b.column(i).is_null(r - base))
+                })
+                .copied()
+                .collect::<Vec<_>>()
+                .join(",");
             out.push(QuarantineRecord {
                 object: file_key.to_string(),
                 line: r as u64 + 1,
-                column: Some(key_lake.join(",")),
+                column: Some(column),
                 reason: format!(
-                    "a merge key ({}) is NULL: the row cannot match or be matched in {}",
-                    key_lake.join(", "),
+                    "{named}: the row cannot match, be matched or be ordered in {}",
                     plan.final_table()
                 ),
                 raw,

@@ -123,7 +123,10 @@ pub mod step_names {
     /// Rows moved from a group's own stage into the stage.
     pub const STAGE_GROUP: &str = "stage_group";
     pub const DROP_NULL_KEYS: &str = "drop_null_keys";
+    /// TRUNCATE change rows, once their version is recorded.
+    pub const TRUNCATES: &str = "drop_truncate_markers";
     pub const DEDUP: &str = "dedup_batch";
+    pub const DUPLICATES: &str = "drop_duplicates";
     pub const STALE: [&str; 3] = [
         "drop_truncated_from_batch",
         "drop_stale_against_final",
@@ -149,6 +152,8 @@ pub struct LoadPlan {
     pub staging: Staging,
     pub lock: bool,
     pub tombstone_retention_days: u32,
+    /// TRUNCATE a persistent stage after the load committed.
+    pub truncate_stage: bool,
 }
 
 impl LoadPlan {
@@ -188,6 +193,7 @@ impl LoadPlan {
             staging: w.staging.clone(),
             lock: w.lock,
             tombstone_retention_days: w.tombstone_retention_days,
+            truncate_stage: w.truncate_stage,
             columns,
         })
     }
@@ -199,10 +205,12 @@ impl LoadPlan {
 
     /// The loader's side table of tombstones and truncations, beside the final table.
     pub fn tombstone_table(&self) -> String {
-        qualified(
-            &self.schema,
-            &format!("{}{TOMBSTONE_SUFFIX}", self.final_name),
-        )
+        qualified(&self.schema, &self.tombstone_name())
+    }
+
+    /// The side table's name (unquoted).
+    pub fn tombstone_name(&self) -> String {
+        format!("{}{TOMBSTONE_SUFFIX}", self.final_name)
     }
 
     /// The stage the COPY fills.
@@ -329,15 +337,23 @@ impl LoadPlan {
         out
     }
 
-    /// The statements before the COPY: case sensitivity, the lock, new columns (additive
-    /// evolution, nullable) in the final table and a persistent stage, the stage.
+    /// What every session that names the tables runs first: Redshift's case sensitivity when a
+    /// configured name has upper case (before any CREATE, or the names are folded).
+    pub fn session(&self, dialect: Dialect) -> Vec<Statement> {
+        match dialect.case_sensitive_identifiers() {
+            Some(sql) if self.needs_case_sensitivity() => {
+                vec![st("case_sensitive_identifiers", sql)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The statements before the COPY: the lock (first: Redshift takes the transaction's
+    /// snapshot at its first CREATE, ALTER or DML, and a lock taken after that queues
+    /// nothing), new columns (additive evolution, nullable) in the final table and a
+    /// persistent stage, the stage.
     pub fn before_copy(&self, dialect: Dialect, found: &TablesFound) -> Vec<Statement> {
         let mut out = Vec::new();
-        if self.needs_case_sensitivity() {
-            if let Some(sql) = dialect.case_sensitive_identifiers() {
-                out.push(st("case_sensitive_identifiers", sql));
-            }
-        }
         if self.lock {
             out.push(st("lock", dialect.lock(&self.final_table())));
         }
@@ -396,33 +412,54 @@ impl LoadPlan {
             .map(|k| format!("{} IS NULL", quote_ident(k)))
             .collect::<Vec<_>>()
             .join(" OR ");
+        let stage = self.stage_table();
+        // A TRUNCATE change row carries no key: only its version counts.
+        let unusable = match &self.op {
+            Some(op) => format!(
+                "{v} IS NULL OR (({no_key}) AND ({o} IS NULL OR {o} <> 't'))",
+                o = quote_ident(op)
+            ),
+            None => format!("{v} IS NULL OR {no_key}"),
+        };
         let mut out = vec![
-            // Counted here; the loader quarantined these rows before the load (a NULL key
-            // matches nothing, so it could never be replaced or deleted).
+            // Counted here; the loader quarantined these rows before the load: a NULL key
+            // matches nothing, and a NULL version could never be ordered against another.
             st(
                 step_names::DROP_NULL_KEYS,
-                format!("DELETE FROM {} WHERE {no_key}", self.stage_table()),
-            ),
-            st(
-                "create_batch",
-                dialect.create_temp(&batch, &format!("({})", self.column_defs(dialect))),
-            ),
-            // INSERT rather than CREATE … AS: both databases report its row count.
-            st(
-                step_names::DEDUP,
-                format!(
-                    "INSERT INTO {batch} ({cols}) SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {v} DESC NULLS LAST) AS sluice_rn FROM {}) d WHERE sluice_rn = 1",
-                    self.stage_table()
-                ),
+                format!("DELETE FROM {stage} WHERE {unusable}"),
             ),
         ];
         if let Some(op) = &self.op {
             let op = quote_ident(op);
             out.push(st(
                 "record_truncate",
-                format!("INSERT INTO {tomb} ({v}, sluice_truncate, sluice_at) SELECT MAX({v}), TRUE, {} FROM {batch} WHERE {op} = 't' HAVING COUNT(*) > 0", dialect.now()),
+                format!("INSERT INTO {tomb} ({v}, sluice_truncate, sluice_at) SELECT MAX({v}), TRUE, {} FROM {stage} WHERE {op} = 't' HAVING COUNT(*) > 0", dialect.now()),
+            ));
+            out.push(st(
+                step_names::TRUNCATES,
+                format!("DELETE FROM {stage} WHERE {op} = 't'"),
             ));
         }
+        out.push(st(
+            "create_batch",
+            dialect.create_temp(
+                &batch,
+                &format!("({}, sluice_rn BIGINT)", self.column_defs(dialect)),
+            ),
+        ));
+        // INSERT rather than CREATE … AS: both databases report its row count. Every staged
+        // row goes in, numbered per key (greatest version first); the older ones are then
+        // deleted and counted as duplicates.
+        out.push(st(
+            step_names::DEDUP,
+            format!(
+                "INSERT INTO {batch} ({cols}, sluice_rn) SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {v} DESC) FROM {stage}"
+            ),
+        ));
+        out.push(st(
+            step_names::DUPLICATES,
+            format!("DELETE FROM {batch} WHERE sluice_rn > 1"),
+        ));
         let truncated = format!("(SELECT MAX({v}) FROM {tomb} WHERE sluice_truncate)");
         out.push(st(
             "drop_truncated_from_batch",
@@ -607,12 +644,14 @@ impl LoadPlan {
         iam_role: &str,
     ) -> Result<Vec<Step>, PlanError> {
         let mut out: Vec<Step> = self
-            .before_copy(dialect, found)
+            .session(dialect)
             .into_iter()
+            .chain(self.before_copy(dialect, found))
             .map(Step::Sql)
             .collect();
         out.extend(self.copy_steps(dialect, groups, found, iam_role)?);
         out.extend(self.after_copy(dialect).into_iter().map(Step::Sql));
+        out.push(Step::Sql(self.purge_tombstones(dialect)));
         if dialect == Dialect::Redshift && out.len() > MAX_BATCH_STATEMENTS {
             return Err(PlanError::Schema {
                 table: self.table.clone(),
@@ -626,8 +665,9 @@ impl LoadPlan {
         Ok(out)
     }
 
-    /// Tombstones older than `retention_days` removed: run after a load commits. Truncation
-    /// records stay (there is one per TRUNCATE, and they guard every older row).
+    /// Tombstones older than the retention removed, as the last statement of a load (in its
+    /// session, so case-sensitive names resolve). Truncation records stay (one per TRUNCATE,
+    /// and they guard every older row).
     pub fn purge_tombstones(&self, dialect: Dialect) -> Statement {
         let retention_days = self.tombstone_retention_days;
         st(

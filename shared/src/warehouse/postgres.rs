@@ -113,9 +113,31 @@ impl Executor for PgTarget {
         }
     }
 
-    async fn execute(&self, table: &str, statement: &Statement) -> Result<(), LoadError> {
-        let mut c = self.conn().await?;
-        exec(&mut c, table, statement).await.map(|_| ())
+    async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut c = self.conn().await?;
+            let result = async {
+                let mut tx = c
+                    .begin()
+                    .await
+                    .map_err(|e| statement_error(table, "begin", &e))?;
+                for s in statements {
+                    exec(&mut tx, table, s).await?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| statement_error(table, "commit", &e))
+            }
+            .await;
+            match result {
+                Err(e) if e.is_conflict() && attempt < MAX_ATTEMPTS => {
+                    tokio::time::sleep(FIRST_BACKOFF * attempt).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

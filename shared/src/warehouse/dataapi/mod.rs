@@ -500,10 +500,12 @@ impl Executor for DataApiTarget {
         }
     }
 
-    async fn execute(&self, table: &str, statement: &Statement) -> Result<(), LoadError> {
-        self.execute_sql(table, &statement.name, &statement.sql, self.until())
-            .await
-            .map(|_| ())
+    async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
+        for s in statements {
+            self.execute_sql(table, &s.name, &s.sql, self.until())
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -33,13 +33,17 @@ INSERT INTO "stg"."Order Stage" ("order", "Note ""quoted""", "_op", "_lsn", "_co
 -- drop_group_stage 1
 DROP TABLE "sluice_stage_g1";
 -- drop_null_keys
-DELETE FROM "stg"."Order Stage" WHERE "order" IS NULL;
--- create_batch
-CREATE TEMP TABLE "sluice_batch" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP) ON COMMIT DROP;
--- dedup_batch
-INSERT INTO "sluice_batch" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts") SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts" FROM (SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", ROW_NUMBER() OVER (PARTITION BY "order" ORDER BY "_lsn" DESC NULLS LAST) AS sluice_rn FROM "stg"."Order Stage") d WHERE sluice_rn = 1;
+DELETE FROM "stg"."Order Stage" WHERE "_lsn" IS NULL OR (("order" IS NULL) AND ("_op" IS NULL OR "_op" <> 't'));
 -- record_truncate
-INSERT INTO "Sales Mart"."Order__sluice_deleted" ("_lsn", sluice_truncate, sluice_at) SELECT MAX("_lsn"), TRUE, LOCALTIMESTAMP FROM "sluice_batch" WHERE "_op" = 't' HAVING COUNT(*) > 0;
+INSERT INTO "Sales Mart"."Order__sluice_deleted" ("_lsn", sluice_truncate, sluice_at) SELECT MAX("_lsn"), TRUE, LOCALTIMESTAMP FROM "stg"."Order Stage" WHERE "_op" = 't' HAVING COUNT(*) > 0;
+-- drop_truncate_markers
+DELETE FROM "stg"."Order Stage" WHERE "_op" = 't';
+-- create_batch
+CREATE TEMP TABLE "sluice_batch" ("order" BIGINT, "Note ""quoted""" TEXT, "amount" DECIMAL(12,2), "_op" TEXT, "_lsn" BIGINT, "_commit_ts" TIMESTAMP, sluice_rn BIGINT) ON COMMIT DROP;
+-- dedup_batch
+INSERT INTO "sluice_batch" ("order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", sluice_rn) SELECT "order", "Note ""quoted""", "amount", "_op", "_lsn", "_commit_ts", ROW_NUMBER() OVER (PARTITION BY "order" ORDER BY "_lsn" DESC) FROM "stg"."Order Stage";
+-- drop_duplicates
+DELETE FROM "sluice_batch" WHERE sluice_rn > 1;
 -- drop_truncated_from_batch
 DELETE FROM "sluice_batch" WHERE "_lsn" <= (SELECT MAX("_lsn") FROM "Sales Mart"."Order__sluice_deleted" WHERE sluice_truncate);
 -- drop_truncated_from_final
@@ -60,6 +64,8 @@ INSERT INTO "Sales Mart"."Order" ("order", "Note ""quoted""", "amount", "_op", "
 DROP TABLE "sluice_batch";
 -- clear_stage
 DELETE FROM "stg"."Order Stage";
+-- purge_tombstones
+DELETE FROM "Sales Mart"."Order__sluice_deleted" WHERE NOT sluice_truncate AND sluice_at < LOCALTIMESTAMP - INTERVAL '30 days';
 -- after the commit
 -- purge_tombstones
 DELETE FROM "Sales Mart"."Order__sluice_deleted" WHERE NOT sluice_truncate AND sluice_at < LOCALTIMESTAMP - INTERVAL '30 days';
