@@ -502,6 +502,40 @@ async fn the_transforms_files_load_by_name_across_an_added_column() {
     assert_eq!(final_rows(&plan, true).await, want, "nothing merged");
 }
 
+/// An executor that says when a load has begun, then takes its time before running it.
+struct Slow {
+    inner: PgTarget,
+    started: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Executor for Slow {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+    async fn table_columns(
+        &self,
+        table: &str,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, LoadError> {
+        self.inner.table_columns(table, schema, name).await
+    }
+    async fn run(
+        &self,
+        plan: &LoadPlan,
+        steps: &[Step],
+        ctx: &RunContext<'_>,
+    ) -> Result<Executed, LoadError> {
+        self.started.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.inner.run(plan, steps, ctx).await
+    }
+    async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
+        self.inner.execute(table, statements).await
+    }
+}
+
 /// An executor that runs the real PostgreSQL load with one step replaced by a failing one.
 struct FailingAt {
     inner: PgTarget,
@@ -686,25 +720,35 @@ async fn a_second_load_backs_off_while_the_lease_is_held() {
     lease::release(l.store.as_ref(), &held)
         .await
         .expect("release");
-    // Two loads of overlapping keys at once: one runs, the other backs off or runs after it;
-    // whoever backed off runs again, as its messages come back from the queue.
-    let a = loader(l.store.as_ref(), &p, &target, "a", true);
+    // Two loads of overlapping keys at once. Load A is slowed inside its transaction, so load
+    // B surely arrives while A holds the lease: B backs off without touching the table, and
+    // runs once A is done, as its messages come back from the queue.
+    let slow = Slow {
+        inner: target.clone(),
+        started: tokio::sync::Notify::new(),
+    };
+    let a = loader(l.store.as_ref(), &p, &slow, "a", true);
     let b = loader(l.store.as_ref(), &p, &target, "b", true);
-    let (ra, rb) = tokio::join!(
-        a.load("orders", std::slice::from_ref(&k1)),
-        b.load("orders", std::slice::from_ref(&k2))
-    );
-    for (r, key, who) in [(ra, &k1, &a), (rb, &k2, &b)] {
-        if let LoadOutcome::Busy { .. } = r.expect("load") {
-            match who
-                .load("orders", std::slice::from_ref(key))
-                .await
-                .expect("retry")
-            {
-                LoadOutcome::Loaded(s) => assert_eq!(s.mismatch, None),
-                other => panic!("{other:?}"),
-            }
-        }
+    let b_first = async {
+        slow.started.notified().await;
+        b.load("orders", std::slice::from_ref(&k2)).await
+    };
+    let (ra, rb) = tokio::join!(a.load("orders", std::slice::from_ref(&k1)), b_first);
+    match rb.expect("b") {
+        LoadOutcome::Busy { owner, .. } => assert_eq!(owner, "a", "B backed off while A held it"),
+        other => panic!("B did not back off: {other:?}"),
+    }
+    match ra.expect("a") {
+        LoadOutcome::Loaded(s) => assert_eq!(s.mismatch, None),
+        other => panic!("{other:?}"),
+    }
+    match b
+        .load("orders", std::slice::from_ref(&k2))
+        .await
+        .expect("retry")
+    {
+        LoadOutcome::Loaded(s) => assert_eq!(s.mismatch, None),
+        other => panic!("{other:?}"),
     }
     assert_eq!(
         final_rows(&plan, false).await,
