@@ -630,9 +630,13 @@ impl Loader<'_> {
                 continue;
             }
             for f in &m.files {
-                let bytes = self
-                    .store
-                    .get_bytes(&f.key)
+                // Through a local file, not memory: a Lambda holds one row group at a time
+                // however large the file.
+                let dir = tempfile::tempdir()
+                    .map_err(|e| lake_err_msg(&plan.table, &f.key, e.to_string()))?;
+                let path = dir.path().join("file.parquet");
+                self.store
+                    .get_to_file(&f.key, &path)
                     .await
                     .map_err(|e| lake_err(&plan.table, &f.key, e))?;
                 let cols = NullCheck {
@@ -640,7 +644,7 @@ impl Loader<'_> {
                     version: version_lake,
                     op: op_lake,
                 };
-                let records = null_key_rows(plan, &cols, &f.key, bytes).map_err(|message| {
+                let records = null_key_rows(plan, &cols, &f.key, &path).map_err(|message| {
                     LoadError::File {
                         table: plan.table.clone(),
                         key: f.key.clone(),
@@ -729,10 +733,10 @@ fn null_key_rows(
     plan: &LoadPlan,
     check: &NullCheck<'_>,
     file_key: &str,
-    bytes: bytes::Bytes,
+    path: &std::path::Path,
 ) -> Result<Vec<QuarantineRecord>, String> {
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
+    let open = || std::fs::File::open(path).map_err(|e| e.to_string());
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open()?).map_err(|e| e.to_string())?;
     // Only the checked columns first: most files have no such row and are done after this.
     let schema = builder.parquet_schema();
     let wanted = |n: &str| check.keys.contains(&n) || n == check.version || Some(n) == check.op;
@@ -776,7 +780,7 @@ fn null_key_rows(
         check.version
     );
     // Then the whole rows of those few, for the quarantine record.
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(open()?)
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
