@@ -231,7 +231,12 @@ fn warehouse_ddl(pipeline: &std::path::Path, dialect: &str) -> Result<(), BoxErr
         any = true;
         let plan = LoadPlan::new(t)?;
         println!("-- table {}", t.name);
-        for s in plan.create_tables(dialect) {
+        // The session setting first: without it Redshift folds upper-case names.
+        for s in plan
+            .session(dialect)
+            .into_iter()
+            .chain(plan.create_tables(dialect))
+        {
             println!("{};", s.sql);
         }
     }

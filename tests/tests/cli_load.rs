@@ -246,3 +246,47 @@ async fn sluice_demo_with_a_target_loads_and_reconciles() {
     let pipeline = Pipeline::from_path(&demo.join("pipeline.toml")).expect("demo pipeline");
     assert_eq!(customers(&pipeline).await.len(), 500);
 }
+
+#[test]
+fn warehouse_ddl_sets_case_sensitivity_before_creating_upper_case_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[tables]]
+name = "orders"
+raw_prefix = "raw/orders/"
+format = "jsonl"
+partition_by = "ts"
+dedup = { key = ["id"], order_by = "v" }
+catalog = { database = "db" }
+warehouse = { schema = "Sales", table = "Orders", merge_keys = ["id"] }
+columns = [
+  { name = "id", type = "int", required = true },
+  { name = "v", type = "int", required = true },
+  { name = "ts", type = "timestamp" },
+]
+"#,
+    )
+    .expect("write");
+    let out = sluice(&[
+        "warehouse",
+        "ddl",
+        "--pipeline",
+        path.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", failure(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let set = text
+        .find("SET enable_case_sensitive_identifier TO true;")
+        .unwrap_or_else(|| panic!("no SET in:\n{text}"));
+    let create = text
+        .find("CREATE SCHEMA IF NOT EXISTS \"Sales\"")
+        .unwrap_or_else(|| panic!("no CREATE in:\n{text}"));
+    assert!(set < create, "the SET comes first:\n{text}");
+    assert!(
+        text.contains("CREATE TABLE IF NOT EXISTS \"Sales\".\"Orders\""),
+        "{text}"
+    );
+}
