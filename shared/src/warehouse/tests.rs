@@ -129,6 +129,18 @@ fn change_table_with_awkward_names_is_golden() {
         "never TRUNCATE inside the load (it commits in Redshift)"
     );
     assert!(!redshift.contains("LOCK "), "lock = false");
+    // The SET opens every session that names the tables: the load's first statement, and
+    // before the CREATEs (Redshift would fold the names otherwise).
+    let load = redshift.split("-- load\n").nth(1).expect("load section");
+    assert!(
+        load.starts_with(
+            "-- case_sensitive_identifiers\nSET enable_case_sensitive_identifier TO true;"
+        ),
+        "{load}"
+    );
+    let session = plan.session(Dialect::Redshift);
+    assert_eq!(session.len(), 1);
+    assert!(plan.session(Dialect::Postgres).is_empty());
     assert!(redshift.contains("\"Note \"\"quoted\"\"\""));
     // Redshift maps Parquet columns by position: one COPY per column list, the older files
     // through a stage of their own shape, and the new column added to the final table first.
