@@ -33,7 +33,7 @@ pub use load::{
 };
 pub use plan::{
     step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step, TablesFound,
-    MAX_BATCH_STATEMENTS,
+    LOADER_COLUMNS, MAX_BATCH_STATEMENTS, TOMBSTONE_SUFFIX,
 };
 pub use postgres::{append_csv, PgTarget};
 pub use sql::{quote_ident, spectrum_schema, Dialect, REDSHIFT_VARCHAR_MAX_BYTES};
