@@ -442,14 +442,19 @@ async fn load_lease_on_s3() {
     else {
         panic!("expired lease not taken over")
     };
+    // a's late release fails its If-Match: b's lease stays.
     release(&store, &a).await.expect("stale release");
     assert!(matches!(
         acquire(&store, "orders", "c", ttl, t0 + 62_000)
             .await
             .expect("acquire"),
-        Acquired::Busy { .. }
+        Acquired::Busy { ref owner, until_ms } if owner == "b" && until_ms == t0 + 121_000
     ));
+    // Release expires the lease in place (the object stays), and it is free at once.
     release(&store, &b).await.expect("release");
+    let released = store.get_bytes(&b.key).await.expect("released lease stays");
+    let released: serde_json::Value = serde_json::from_slice(&released).expect("json");
+    assert_eq!(released["expires_at_ms"], 0, "{released}");
     assert!(matches!(
         acquire(&store, "orders", "c", ttl, t0 + 63_000)
             .await

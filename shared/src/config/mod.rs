@@ -19,7 +19,7 @@ mod table;
 mod types;
 mod warehouse;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -152,6 +152,36 @@ impl Pipeline {
                     "raw_prefix",
                     format!("`{}` is owned by two tables", t.raw_prefix),
                 )));
+            }
+        }
+        self.validate_warehouse_tables()
+    }
+
+    /// No warehouse table is written by two tables' loads (final, side or persistent stage
+    /// table): each table's load runs under its own lease, so two loads could run on one
+    /// warehouse table at once, and a load empties its stage with `DELETE`. Names compare
+    /// case-folded, as Redshift may fold them.
+    fn validate_warehouse_tables(&self) -> Result<(), Invalid> {
+        let mut owners: HashMap<(String, String), (&str, warehouse::TableRole)> = HashMap::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let Some(w) = &t.warehouse else { continue };
+            for (role, name) in w.written_tables(t) {
+                let Some((other, other_role)) = owners.get(&warehouse::folded(&name)) else {
+                    owners.insert(warehouse::folded(&name), (t.name.as_str(), role));
+                    continue;
+                };
+                let field = match role {
+                    warehouse::TableRole::Stage => "staging",
+                    _ => "table",
+                };
+                return Err(Invalid::at(
+                    field,
+                    format!(
+                        "`{}.{}`, the {role} of table `{}`, is also the {other_role} of table `{other}`: two loads (under different leases) would write it at once",
+                        name.0, name.1, t.name
+                    ),
+                )
+                .within(&format!("tables[{i}].warehouse")));
             }
         }
         Ok(())

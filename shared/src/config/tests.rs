@@ -475,3 +475,136 @@ fn redshift_section_names_one_target_and_one_way_in() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_persistent_stage_is_neither_the_final_table_nor_its_side_table() {
+    for (staging, table, says) in [
+        ("lake.customers", "", "the final table"),
+        ("LAKE.Customers", "", "the final table"),
+        ("mart.orders", ", table = \"orders\"", "the final table"),
+        ("lake.customers__sluice_deleted", "", "the side table"),
+    ] {
+        let e = with_warehouse(&format!(
+            "warehouse = {{ schema = \"{}\", merge_keys = [\"customer_id\"], staging = \"{staging}\"{table} }}",
+            staging.split_once('.').map(|(s, _)| s.to_lowercase()).unwrap_or_default(),
+        ))
+        .expect_err(staging);
+        assert!(e.contains("tables[1].warehouse.staging"), "{e}");
+        assert!(e.contains(says), "{staging}: {e}");
+        assert!(e.contains("DELETE FROM"), "{e}");
+    }
+    with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], staging = \"lake.customers_stage\" }",
+    )
+    .expect("a stage of its own");
+}
+
+/// The example with a warehouse section on the funnel too (`funnel`) and on the customers
+/// (`customers`).
+fn with_two_warehouses(funnel: &str, customers: &str) -> Result<Pipeline, String> {
+    let text = example().replacen(
+        "catalog = { database = \"sluice_lake\" }\n# No warehouse section",
+        &format!("catalog = {{ database = \"sluice_lake\" }}\n{funnel}\n# No warehouse section"),
+        1,
+    );
+    let text = text.replace(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\" }",
+        customers,
+    );
+    Pipeline::parse(&text, "p.toml").map_err(|e| e.to_string())
+}
+
+#[test]
+fn two_tables_never_write_one_warehouse_table() {
+    let funnel = |rest: &str| {
+        format!("warehouse = {{ schema = \"lake\", merge_keys = [\"user_session\"], version_column = \"event_time\"{rest} }}")
+    };
+    let customers = |rest: &str| {
+        format!("warehouse = {{ schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\"{rest} }}")
+    };
+    with_two_warehouses(
+        &funnel(", staging = \"stg.funnel\""),
+        &customers(", staging = \"stg.customers\""),
+    )
+    .expect("each table its own");
+    for (f, c, at, says) in [
+        (
+            funnel(", table = \"Customers\""),
+            customers(""),
+            "tables[1].warehouse.table",
+            "`lake.customers`, the final table of table `customers`, is also the final table of table `funnel`",
+        ),
+        (
+            funnel(", staging = \"stg.shared\""),
+            customers(", staging = \"stg.shared\""),
+            "tables[1].warehouse.staging",
+            "the persistent staging table of table `customers`, is also the persistent staging table of table `funnel`",
+        ),
+        (
+            funnel(", staging = \"lake.customers\""),
+            customers(""),
+            "tables[1].warehouse.table",
+            "is also the persistent staging table of table `funnel`",
+        ),
+        (
+            funnel(", table = \"customers__sluice_deleted\""),
+            customers(""),
+            "tables[1].warehouse.table",
+            "`lake.customers__sluice_deleted`, the side table",
+        ),
+    ] {
+        let e = with_two_warehouses(&f, &c).expect_err(at);
+        assert!(e.contains(at), "{e}");
+        assert!(e.contains(says), "{e}");
+    }
+}
+
+#[test]
+fn warehouse_column_names_are_distinct_and_not_the_loaders() {
+    let w = |columns: &str| {
+        with_warehouse(&format!(
+            "warehouse = {{ schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\", columns = {{ {columns} }} }}"
+        ))
+    };
+    w("loyalty_tier = \"Tier\", signup_date = \"Signed Up\"").expect("distinct names");
+    let e = w("loyalty_tier = \"Signup_Date\"").unwrap_err();
+    assert!(
+        e.contains("tables[1].warehouse.columns.loyalty_tier"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`signup_date` (warehouse name `signup_date`) and `loyalty_tier` (`Signup_Date`) would be one warehouse column"),
+        "{e}"
+    );
+    let e = w("loyalty_tier = \"tier\", signup_date = \"TIER\"").unwrap_err();
+    assert!(
+        e.contains("tables[1].warehouse.columns.loyalty_tier"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`signup_date` (warehouse name `TIER`) and `loyalty_tier` (`tier`) would be one warehouse column"),
+        "{e}"
+    );
+    for loader in ["sluice_rn", "SLUICE_AT", "sluice_truncate"] {
+        let e = w(&format!("loyalty_tier = \"{loader}\"")).unwrap_err();
+        assert!(
+            e.contains("tables[1].warehouse.columns.loyalty_tier"),
+            "{e}"
+        );
+        assert!(e.contains("the loader uses for its own columns"), "{e}");
+    }
+}
+
+#[test]
+fn truncate_stage_needs_a_persistent_stage() {
+    let e = with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\", truncate_stage = true }",
+    )
+    .unwrap_err();
+    assert!(e.contains("tables[1].warehouse.truncate_stage"), "{e}");
+    assert!(e.contains("needs a persistent `staging` table"), "{e}");
+    with_warehouse(
+        "warehouse = { schema = \"lake\", merge_keys = [\"customer_id\"], version_column = \"updated_at\", staging = \"stg.customers\", truncate_stage = true }",
+    )
+    .expect("a persistent stage may be truncated");
+}

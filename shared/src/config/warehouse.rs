@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::error::Invalid;
 use super::table::TableConfig;
+use crate::warehouse::LOADER_COLUMNS;
 
 fn yes() -> bool {
     true
@@ -123,6 +124,7 @@ impl WarehouseConfig {
             known(&format!("columns.{lake}"), lake)?;
             check_identifier(wh).map_err(|r| Invalid::at(format!("columns.{lake}"), r))?;
         }
+        self.check_warehouse_columns(outputs)?;
         check_identifier(&self.schema).map_err(|r| Invalid::at("schema", r))?;
         if let Some(table) = &self.table {
             check_identifier(table).map_err(|r| Invalid::at("table", r))?;
@@ -141,7 +143,115 @@ impl WarehouseConfig {
                 }
             }
         }
+        self.check_stage_apart(t)?;
+        if self.truncate_stage && self.staging == Staging::Temp {
+            return Err(Invalid::at(
+                "truncate_stage",
+                "needs a persistent `staging` table (`schema.table`): a temporary stage is dropped with its session",
+            ));
+        }
         Ok(())
+    }
+
+    /// Every output column's warehouse name is its own, and none is one of the loader's
+    /// columns. Compared case-folded: Redshift folds identifiers unless case sensitivity is on
+    /// (the loader turns it on only for tables with upper-case names), so `Id` and `id` may be
+    /// one column.
+    fn check_warehouse_columns(&self, outputs: &[String]) -> Result<(), Invalid> {
+        // The field to fix: the mapping when there is one, else the section's `columns`.
+        let field = |lake: &str| {
+            if self.columns.contains_key(lake) {
+                format!("columns.{lake}")
+            } else {
+                "columns".to_string()
+            }
+        };
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for lake in outputs {
+            let wh = self.warehouse_name(lake);
+            let folded = wh.to_lowercase();
+            if LOADER_COLUMNS.contains(&folded.as_str()) {
+                return Err(Invalid::at(
+                    field(lake),
+                    format!("`{lake}` would be the warehouse column `{wh}`, a name the loader uses for its own columns ({}): map it to another name in `columns`", LOADER_COLUMNS.join(", ")),
+                ));
+            }
+            if let Some(first) = seen.insert(folded, lake) {
+                let at = if self.columns.contains_key(lake.as_str()) {
+                    field(lake)
+                } else {
+                    field(first)
+                };
+                return Err(Invalid::at(
+                    at,
+                    format!(
+                        "`{first}` (warehouse name `{}`) and `{lake}` (`{wh}`) would be one warehouse column (names compare without case: Redshift folds them)",
+                        self.warehouse_name(first)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A persistent stage is neither the final table nor its side table: every load empties
+    /// the stage with `DELETE FROM <stage>`.
+    fn check_stage_apart(&self, t: &TableConfig) -> Result<(), Invalid> {
+        let Some(stage) = self.stage_name() else {
+            return Ok(());
+        };
+        for (role, name) in self.written_tables(t) {
+            if role != TableRole::Stage && folded(&name) == folded(&stage) {
+                return Err(Invalid::at(
+                    "staging",
+                    format!(
+                        "`{}.{}` is the {role} of this table: each load empties the stage with `DELETE FROM`",
+                        stage.0, stage.1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The final table's name (`table`, else the table's name).
+    pub fn final_name<'a>(&'a self, t: &'a TableConfig) -> &'a str {
+        self.table.as_deref().unwrap_or(&t.name)
+    }
+
+    /// The persistent stage as (schema, table); `None` for a temporary one (or a name without
+    /// a schema, which `validate` refuses).
+    pub(crate) fn stage_name(&self) -> Option<(String, String)> {
+        match &self.staging {
+            Staging::Table(name) => name
+                .split_once('.')
+                .map(|(s, t)| (s.to_string(), t.to_string())),
+            Staging::Temp => None,
+        }
+    }
+
+    /// The warehouse tables a load of this table writes, as (schema, table): the final table,
+    /// its side table and a persistent stage. Two tables of a pipeline never share one
+    /// (different leases would run two loads on it at once).
+    pub(crate) fn written_tables(&self, t: &TableConfig) -> Vec<(TableRole, (String, String))> {
+        let final_name = self.final_name(t);
+        let mut out = vec![
+            (
+                TableRole::Final,
+                (self.schema.clone(), final_name.to_string()),
+            ),
+            (
+                TableRole::SideTable,
+                (
+                    self.schema.clone(),
+                    format!("{final_name}{}", crate::warehouse::TOMBSTONE_SUFFIX),
+                ),
+            ),
+        ];
+        if let Some(stage) = self.stage_name() {
+            out.push((TableRole::Stage, stage));
+        }
+        out
     }
 
     /// The version column: the configured one, else the output name of `dedup.order_by`.
@@ -160,6 +270,30 @@ impl WarehouseConfig {
     pub fn warehouse_name<'a>(&'a self, lake: &'a str) -> &'a str {
         self.columns.get(lake).map(String::as_str).unwrap_or(lake)
     }
+}
+
+/// What a warehouse table is to the table that loads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableRole {
+    Final,
+    SideTable,
+    Stage,
+}
+
+impl std::fmt::Display for TableRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TableRole::Final => "final table",
+            TableRole::SideTable => "side table (tombstones, `<final>__sluice_deleted`)",
+            TableRole::Stage => "persistent staging table",
+        })
+    }
+}
+
+/// A (schema, table) name as Redshift may see it: case-folded, since it folds identifiers
+/// unless case sensitivity is on, and the loader turns that on only for some tables.
+pub(crate) fn folded((schema, table): &(String, String)) -> (String, String) {
+    (schema.to_lowercase(), table.to_lowercase())
 }
 
 /// A warehouse identifier: 1–127 bytes (Redshift's limit), no NUL and no control characters.

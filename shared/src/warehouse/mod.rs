@@ -33,10 +33,12 @@ pub use load::{
 };
 pub use plan::{
     step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step, TablesFound,
-    MAX_BATCH_STATEMENTS,
+    LOADER_COLUMNS, MAX_BATCH_STATEMENTS, TOMBSTONE_SUFFIX,
 };
 pub use postgres::{append_csv, PgTarget};
-pub use sql::{quote_ident, spectrum_schema, Dialect, REDSHIFT_VARCHAR_MAX_BYTES};
+pub use sql::{
+    quote_ident, spectrum_schema, Dialect, REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES,
+};
 pub use target::{open_target, Target, TargetError, WAREHOUSE_URL_ENV};
 
 #[cfg(test)]

@@ -8,7 +8,11 @@ use super::sql::{qualified, quote_ident, Dialect};
 
 /// Name of the loader's side table for a final table: tombstones of deleted keys and the
 /// versions of TRUNCATEs, so late, older loads cannot bring rows back.
-const TOMBSTONE_SUFFIX: &str = "__sluice_deleted";
+pub const TOMBSTONE_SUFFIX: &str = "__sluice_deleted";
+/// The loader's own columns (the side table's `sluice_truncate` and `sluice_at`, the batch's
+/// `sluice_rn`), written literally in the statements below: no warehouse column may take one
+/// of these names (the pipeline file is validated so).
+pub const LOADER_COLUMNS: [&str; 3] = ["sluice_truncate", "sluice_at", "sluice_rn"];
 /// The stage when it is temporary, and the deduplicated batch (always temporary).
 const TEMP_STAGE: &str = "sluice_stage";
 const TEMP_BATCH: &str = "sluice_batch";
@@ -183,7 +187,7 @@ impl LoadPlan {
         Ok(LoadPlan {
             table: t.name.clone(),
             schema: w.schema.clone(),
-            final_name: w.table.clone().unwrap_or_else(|| t.name.clone()),
+            final_name: w.final_name(t).to_string(),
             keys: w.merge_keys.iter().map(|k| wh(k)).collect(),
             version: wh(&version),
             op: outs

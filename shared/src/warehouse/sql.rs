@@ -6,6 +6,17 @@
 /// section, so the COPY never meets one (Redshift would fail the whole load on it).
 pub const REDSHIFT_VARCHAR_MAX_BYTES: usize = 65_535;
 
+/// The longest binary value Redshift stores: `VARBYTE(16777216)`. A bare `VARBYTE` holds only
+/// 64,000 bytes, so binary columns are declared at this maximum, and the transform quarantines
+/// longer binary outputs of tables with a warehouse section, as for strings. Source: "VARBYTE
+/// type", Amazon Redshift Database Developer Guide
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html>): "The maximum number
+/// of bytes (n) can range from 1 – 16,777,216. The default is 64,000."
+/// COPY has a tighter bound of its own: a single input row may be at most 4 MB ("Data sources",
+/// <https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source.html>). The
+/// default `max_field_bytes` (1 MiB) keeps each value under it; nothing checks whole rows.
+pub const REDSHIFT_VARBYTE_MAX_BYTES: usize = 16_777_216;
+
 /// The database a plan is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -46,7 +57,9 @@ impl Dialect {
             // Redshift's longest VARCHAR; the transform quarantines longer strings.
             (Dialect::Redshift, "string") => format!("VARCHAR({REDSHIFT_VARCHAR_MAX_BYTES})"),
             (Dialect::Postgres, "string") => "TEXT".into(),
-            (Dialect::Redshift, "binary") => "VARBYTE".into(),
+            // Redshift's longest VARBYTE (a bare VARBYTE is 64,000 bytes); the transform
+            // quarantines longer values.
+            (Dialect::Redshift, "binary") => format!("VARBYTE({REDSHIFT_VARBYTE_MAX_BYTES})"),
             (Dialect::Postgres, "binary") => "BYTEA".into(),
             (_, d) if d.starts_with("decimal(") => d.to_ascii_uppercase(),
             (_, other) => other.to_ascii_uppercase(),
@@ -155,6 +168,6 @@ mod tests {
             Dialect::Postgres.column_type("decimal(12,2)"),
             "DECIMAL(12,2)"
         );
-        assert_eq!(Dialect::Redshift.column_type("binary"), "VARBYTE");
+        assert_eq!(Dialect::Redshift.column_type("binary"), "VARBYTE(16777216)");
     }
 }

@@ -2,8 +2,8 @@
 //! per line, or the header's number of CSV fields); one cell per input column (a CSV field or
 //! a JSON key); null tokens, size limits and JSON columns parsed; then one typed value per
 //! plan slot, with what the row must have (required values, a partition year and month, a
-//! dedup version, and for tables that load into Redshift, output strings that fit its
-//! VARCHAR). Anything wrong is a `RowError`, and the row goes to quarantine.
+//! dedup version, and for tables that load into Redshift, output strings and binary values
+//! that fit its VARCHAR and VARBYTE). Anything wrong is a `RowError`, and the row goes to quarantine.
 //!
 //! The hot path: the buffers are reused across rows (no allocation per row for CSV input
 //! beyond what the values themselves need).
@@ -14,7 +14,7 @@ use crate::config::InputFormat;
 use crate::transform::decode::{RawBatch, RawRec};
 use crate::transform::plan::{OutKind, Plan};
 use crate::transform::values::{self, parse_json, parse_text, Val};
-use crate::warehouse::REDSHIFT_VARCHAR_MAX_BYTES;
+use crate::warehouse::{REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES};
 
 use super::writer::PartitionKey;
 use super::EngineJob;
@@ -89,9 +89,10 @@ pub(crate) struct RowReader<'a> {
     format: InputFormat,
     max_field_bytes: usize,
     max_record_bytes: usize,
-    /// Output columns (indices into `Plan::outs`) whose strings must fit Redshift's VARCHAR:
-    /// the plain string outputs of a table with a warehouse section, empty otherwise.
-    varchar_outs: Vec<usize>,
+    /// Output columns (indices into `Plan::outs`) whose values must fit Redshift's VARCHAR or
+    /// VARBYTE: the plain string and binary outputs of a table with a warehouse section, empty
+    /// otherwise.
+    sized_outs: Vec<usize>,
     pub fields: FieldMap,
     cells: Vec<Cell<'static>>,
     cell_null: Vec<bool>,
@@ -106,7 +107,7 @@ impl<'a> RowReader<'a> {
             format: job.table.format,
             max_field_bytes: o.max_field_bytes,
             max_record_bytes: o.max_record_bytes,
-            varchar_outs: varchar_outs(job),
+            sized_outs: sized_outs(job),
             fields,
             cells: Vec::new(),
             cell_null: Vec::new(),
@@ -165,7 +166,7 @@ impl<'a> RowReader<'a> {
         res?;
         let partition = partition_of(self.plan, vals)?;
         check_order_value(self.plan, vals)?;
-        self.check_varchar(vals)?;
+        self.check_warehouse_sizes(vals)?;
         Ok(partition)
     }
 
@@ -308,35 +309,36 @@ impl<'a> RowReader<'a> {
         Ok(())
     }
 
-    /// Refuses a row with an output string longer than Redshift's VARCHAR holds: the COPY
-    /// would fail the whole load on it. Checked here, before the row is deduplicated or
-    /// written, so both passes agree and no builder holds half a row. A length compare per
-    /// string output, nothing when the table does not load into Redshift.
-    fn check_varchar(&self, vals: &[Val<'_>]) -> Result<(), RowError> {
-        for &o in &self.varchar_outs {
+    /// Refuses a row with an output string longer than Redshift's VARCHAR holds, or a binary
+    /// value longer than its VARBYTE holds: the COPY would fail the whole load on it. Checked
+    /// here, before the row is deduplicated or written, so both passes agree and no builder
+    /// holds half a row. A length compare per string or binary output, nothing when the table
+    /// does not load into Redshift.
+    fn check_warehouse_sizes(&self, vals: &[Val<'_>]) -> Result<(), RowError> {
+        for &o in &self.sized_outs {
             let out = &self.plan.outs[o];
-            if let Val::Str(s) = &vals[out.slot] {
-                if s.len() > REDSHIFT_VARCHAR_MAX_BYTES {
-                    return Err(RowError::col(
-                        &out.name,
-                        format!(
-                            "value is {} bytes; Redshift VARCHAR holds at most \
-                             {REDSHIFT_VARCHAR_MAX_BYTES} bytes",
-                            s.len()
-                        ),
-                    ));
-                }
+            let (len, ty, max) = match &vals[out.slot] {
+                Val::Str(s) => (s.len(), "VARCHAR", REDSHIFT_VARCHAR_MAX_BYTES),
+                Val::Bin(b) => (b.len(), "VARBYTE", REDSHIFT_VARBYTE_MAX_BYTES),
+                _ => continue,
+            };
+            if len > max {
+                return Err(RowError::col(
+                    &out.name,
+                    format!("value is {len} bytes; Redshift {ty} holds at most {max} bytes"),
+                ));
             }
         }
         Ok(())
     }
 }
 
-/// The outputs `check_varchar` looks at. Only plain outputs can be long: the value is the
-/// slot's string as parsed (a cleaned field, or a JSON field's text, which can be longer than
-/// the input's bytes once re-serialized). Derived strings are short by construction (a keyed
-/// hash is 64 hex digits, an age band a few), so they are not checked.
-fn varchar_outs(job: &EngineJob<'_>) -> Vec<usize> {
+/// The outputs `check_warehouse_sizes` looks at. Only plain outputs can be long: the value is
+/// the slot's value as parsed (a cleaned field, a JSON field's text, which can be longer than
+/// the input's bytes once re-serialized, or the bytes of a base64 field). Derived strings are
+/// short by construction (a keyed hash is 64 hex digits, an age band a few), so they are not
+/// checked.
+fn sized_outs(job: &EngineJob<'_>) -> Vec<usize> {
     if job.table.warehouse.is_none() {
         return Vec::new();
     }
@@ -346,7 +348,10 @@ fn varchar_outs(job: &EngineJob<'_>) -> Vec<usize> {
         .enumerate()
         .filter(|(_, o)| {
             matches!(o.kind, OutKind::Plain)
-                && matches!(o.data_type, DataType::Utf8 | DataType::LargeUtf8)
+                && matches!(
+                    o.data_type,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+                )
         })
         .map(|(i, _)| i)
         .collect()

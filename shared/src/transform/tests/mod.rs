@@ -1,7 +1,7 @@
 //! Engine tests on the local lake and local catalog: rows read back from Parquet and compared.
 //! `events.rs`: a CSV table of events (dedup, quarantine, PII hash, files and partitions);
 //! `examples.rs`: the tables of `examples/pipeline.toml`; `builtin.rs`: built-in columns;
-//! `varchar.rs`: Redshift's VARCHAR limit on tables with a warehouse section.
+//! `varchar.rs`: Redshift's VARCHAR and VARBYTE limits on tables with a warehouse section.
 
 use std::io::Write;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! one keeps it.
 
 use super::*;
-use crate::warehouse::REDSHIFT_VARCHAR_MAX_BYTES;
+use crate::warehouse::{REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES};
 
 const NOTES: &str = r#"
 [hash_key]
@@ -178,4 +178,127 @@ async fn table_without_warehouse_keeps_long_strings() {
     assert!(got
         .iter()
         .any(|r| r.starts_with("id=2|") && r.contains(&body_of_2)));
+}
+
+/// Redshift's VARBYTE limit, the same rule for binary outputs: a table with a warehouse section
+/// quarantines a decoded value over 16,777,216 bytes (the fields are allowed that large here,
+/// far over the default `max_field_bytes`).
+const BLOBS: &str = r#"
+[[tables]]
+name = "blobs"
+raw_prefix = "raw/blobs/"
+format = "jsonl"
+partition_by = "ts"
+catalog = { database = "test_db" }
+output = { max_field_bytes = 25165824, max_record_bytes = 33554432 }
+WAREHOUSE
+
+[[tables.columns]]
+name = "id"
+type = "int"
+required = true
+
+[[tables.columns]]
+name = "ts"
+type = "timestamp"
+required = true
+
+[[tables.columns]]
+name = "blob"
+type = "binary"
+"#;
+
+fn blob_input() -> String {
+    use base64::Engine;
+    let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+    [
+        line(1, serde_json::json!({ "blob": b64(3) })),
+        // Exactly the limit: fits.
+        line(
+            2,
+            serde_json::json!({ "blob": b64(REDSHIFT_VARBYTE_MAX_BYTES) }),
+        ),
+        // One byte over.
+        line(
+            3,
+            serde_json::json!({ "blob": b64(REDSHIFT_VARBYTE_MAX_BYTES + 1) }),
+        ),
+    ]
+    .concat()
+}
+
+/// (id, length of `blob`) of each row written, sorted by id.
+async fn blob_lengths(l: &Lake) -> Vec<(i64, usize)> {
+    use arrow::array::{Array, BinaryArray, Int64Array};
+    let mut out = Vec::new();
+    for m in l.store.list("curated/blobs/").await.expect("list") {
+        let b = l.store.get_bytes(&m.key).await.expect("get");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(b)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let ids = batch
+                .column_by_name("id")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .expect("id column")
+                .clone();
+            let blobs = batch
+                .column_by_name("blob")
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .expect("blob column")
+                .clone();
+            for i in 0..batch.num_rows() {
+                out.push((ids.value(i), blobs.value(i).len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn warehouse_table_quarantines_binary_values_over_redshift_varbyte() {
+    let input = blob_input();
+    for warehouse in [true, false] {
+        let l = lake();
+        put(&l, "raw/blobs/a.jsonl", input.as_bytes()).await;
+        let t = transformer(&BLOBS.replace("WAREHOUSE", if warehouse { WAREHOUSE } else { "" }));
+        let s = t
+            .transform_object(&l.store, &l.catalog, "raw/blobs/a.jsonl", None)
+            .await
+            .expect("transform");
+        balanced(&s.counts);
+        let max = REDSHIFT_VARBYTE_MAX_BYTES;
+        if warehouse {
+            assert_eq!((s.counts.rows_written, s.counts.rows_quarantined), (2, 1));
+            let q: Vec<(u64, Option<String>, String)> = quarantine(&l, &s)
+                .await
+                .iter()
+                .map(|r| {
+                    (
+                        r["line"].as_u64().unwrap_or(0),
+                        r["column"].as_str().map(String::from),
+                        r["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                q,
+                vec![(
+                    3,
+                    Some("blob".into()),
+                    format!(
+                        "value is {} bytes; Redshift VARBYTE holds at most 16777216 bytes",
+                        max + 1
+                    )
+                )]
+            );
+            assert_eq!(blob_lengths(&l).await, [(1, 3), (2, max)]);
+        } else {
+            assert_eq!((s.counts.rows_written, s.counts.rows_quarantined), (3, 0));
+            assert_eq!(blob_lengths(&l).await, [(1, 3), (2, max), (3, max + 1)]);
+        }
+    }
 }
