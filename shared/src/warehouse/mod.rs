@@ -37,7 +37,8 @@ pub use plan::{
 };
 pub use postgres::{append_csv, PgTarget};
 pub use sql::{
-    quote_ident, spectrum_schema, Dialect, REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES,
+    quote_ident, spectrum_schema, Dialect, REDSHIFT_COPY_MAX_ROW_BYTES, REDSHIFT_VARBYTE_MAX_BYTES,
+    REDSHIFT_VARCHAR_MAX_BYTES,
 };
 pub use target::{open_target, Target, TargetError, WAREHOUSE_URL_ENV};
 

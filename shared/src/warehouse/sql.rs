@@ -12,10 +12,14 @@ pub const REDSHIFT_VARCHAR_MAX_BYTES: usize = 65_535;
 /// type", Amazon Redshift Database Developer Guide
 /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html>): "The maximum number
 /// of bytes (n) can range from 1 – 16,777,216. The default is 64,000."
-/// COPY has a tighter bound of its own: a single input row may be at most 4 MB ("Data sources",
-/// <https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source.html>). The
-/// default `max_field_bytes` (1 MiB) keeps each value under it; nothing checks whole rows.
+/// COPY has a tighter bound of its own on whole rows: [`REDSHIFT_COPY_MAX_ROW_BYTES`].
 pub const REDSHIFT_VARBYTE_MAX_BYTES: usize = 16_777_216;
+
+/// The largest input row COPY takes: "The maximum size of a single input row from any source
+/// is 4 MB" ("Data sources",
+/// <https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source.html>). The
+/// transform quarantines rows of warehouse tables whose values add up to more.
+pub const REDSHIFT_COPY_MAX_ROW_BYTES: usize = 4 * 1024 * 1024;
 
 /// The database a plan is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

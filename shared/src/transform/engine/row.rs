@@ -14,7 +14,9 @@ use crate::config::InputFormat;
 use crate::transform::decode::{RawBatch, RawRec};
 use crate::transform::plan::{OutKind, Plan};
 use crate::transform::values::{self, parse_json, parse_text, Val};
-use crate::warehouse::{REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES};
+use crate::warehouse::{
+    REDSHIFT_COPY_MAX_ROW_BYTES, REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES,
+};
 
 use super::writer::PartitionKey;
 use super::EngineJob;
@@ -315,6 +317,9 @@ impl<'a> RowReader<'a> {
     /// holds half a row. A length compare per string or binary output, nothing when the table
     /// does not load into Redshift.
     fn check_warehouse_sizes(&self, vals: &[Val<'_>]) -> Result<(), RowError> {
+        // The other outputs are numbers, dates and short derived strings: 64 bytes each is
+        // more than any of them takes.
+        let mut row = 64 * (self.plan.outs.len() - self.sized_outs.len());
         for &o in &self.sized_outs {
             let out = &self.plan.outs[o];
             let (len, ty, max) = match &vals[out.slot] {
@@ -328,6 +333,12 @@ impl<'a> RowReader<'a> {
                     format!("value is {len} bytes; Redshift {ty} holds at most {max} bytes"),
                 ));
             }
+            row += len;
+        }
+        if !self.sized_outs.is_empty() && row > REDSHIFT_COPY_MAX_ROW_BYTES {
+            return Err(RowError::row(format!(
+                "the row's values add up to about {row} bytes; Redshift's COPY takes rows of at most {REDSHIFT_COPY_MAX_ROW_BYTES} bytes"
+            )));
         }
         Ok(())
     }
