@@ -2,25 +2,29 @@
 //! API endpoint (`sluice_tests::dataapi`, SQL run on the test PostgreSQL) with the lake on S3
 //! in moto_server, so COPY manifests carry `s3://` URLs: loads polled to FINISHED, a failed
 //! sub-statement named, a statement stuck in STARTED timing out and resumed by the next
-//! invocation, conflicts retried.
+//! invocation, conflicts retried, statements of other batches waited for, nothing submitted
+//! without time to finish, and a fault at any statement of a load leaving the table as it was.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_redshiftdata::primitives::{DateTime, DateTimeFormat};
 
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use sluice::catalog::LocalCatalog;
 use sluice::config::{Pipeline, RedshiftConfig};
-use sluice::lake::layout::load_statement_key;
+use sluice::lake::layout::{copy_manifest_key, load_statement_key};
 use sluice::lake::manifest::Manifest;
 use sluice::lake::{LakeError, ObjectStore, PutMode, S3Store};
 use sluice::lambda::ErrorKind;
 use sluice::transform::Transformer;
 use sluice::warehouse::{
-    batch_id, DataApiTarget, LoadError, LoadOutcome, LoadPlan, LoadSummary, Loader,
+    batch_id, CopyGroup, DataApiTarget, Dialect, Executor, LoadError, LoadOutcome, LoadPlan,
+    LoadSummary, Loader, Statement, TablesFound,
 };
-use sluice_tests::dataapi::{DataApi, FailAt, LoadErrorDetail};
+use sluice_tests::dataapi::{DataApi, FailAt, LoadErrorDetail, Submission};
 use sluice_tests::{moto_bucket, moto_sdk_config, pg_url, unique_name};
 
 const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/sluice-copy";
@@ -81,8 +85,14 @@ async fn env() -> Env {
 }
 
 impl Env {
-    /// A Serverless target with a secret, polling fast.
+    /// A Serverless target with a secret, polling fast, submitting whatever the time left (the
+    /// tests' deadlines are short).
     fn target(&self) -> DataApiTarget {
+        self.default_target().with_min_time_left(Duration::ZERO)
+    }
+
+    /// The same with the default minimum time left to submit.
+    fn default_target(&self) -> DataApiTarget {
         let cfg = RedshiftConfig {
             workgroup: Some("sluice-wg".into()),
             cluster: None,
@@ -95,6 +105,19 @@ impl Env {
             .expect("target")
             .with_poll_interval(Duration::from_millis(10), Duration::from_millis(100))
             .with_conflict_backoff(Duration::from_millis(10))
+    }
+
+    /// Accepted submissions of loads (the batches `run` submits), not of the CREATEs or queries.
+    fn load_calls(&self) -> usize {
+        self.api.submissions().iter().filter(|s| is_load(s)).count()
+    }
+
+    /// The final and side tables created as the loader does before a first load.
+    async fn create_tables(&self, p: &Pipeline, target: &DataApiTarget) {
+        let plan = LoadPlan::new(p.table("orders").expect("orders")).expect("plan");
+        let mut stmts = plan.session(Dialect::Redshift);
+        stmts.extend(plan.create_tables(Dialect::Redshift));
+        target.execute("orders", &stmts).await.expect("create");
     }
 
     /// Transforms `lines` as `key`; its manifest's key and the manifest.
@@ -167,6 +190,82 @@ impl Env {
     }
 }
 
+/// Writes a statement record of batch `batch` as the executor does.
+async fn put_statement_record(
+    store: &dyn ObjectStore,
+    batch: &str,
+    statement_id: &str,
+    submitted: SystemTime,
+) -> String {
+    let key = load_statement_key("orders", batch);
+    let at = DateTime::from(submitted)
+        .fmt(DateTimeFormat::DateTime)
+        .expect("RFC 3339");
+    let body = serde_json::json!({
+        "statement_id": statement_id,
+        "submitted_at": at,
+        "attempt": 1,
+        "steps": ["lock", "copy"],
+    });
+    store
+        .put(
+            &key,
+            body.to_string().into_bytes().into(),
+            PutMode::Overwrite,
+        )
+        .await
+        .expect("put record");
+    key
+}
+
+async fn exists(store: &dyn ObjectStore, key: &str) -> bool {
+    match store.head(key).await {
+        Ok(_) => true,
+        Err(LakeError::NotFound { .. }) => false,
+        Err(e) => panic!("head {key}: {e}"),
+    }
+}
+
+/// The final and side tables as text (columns, then whole rows), read from PostgreSQL.
+async fn snapshot(p: &Pipeline) -> Vec<String> {
+    let plan = LoadPlan::new(p.table("orders").expect("orders")).expect("plan");
+    let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
+    let mut out = Vec::new();
+    for (name, table) in [
+        (plan.final_name.clone(), plan.final_table()),
+        (plan.tombstone_name(), plan.tombstone_table()),
+    ] {
+        let cols: Vec<String> = sqlx::query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+        )
+        .bind(&plan.schema)
+        .bind(&name)
+        .fetch_all(&mut c)
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+        out.push(format!("{name}: {}", cols.join(", ")));
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT t::text FROM {table} t ORDER BY 1"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .expect("rows");
+        out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+    }
+    out
+}
+
+/// A submission of a load (`run`), by its statement name.
+fn is_load(s: &Submission) -> bool {
+    s.batch
+        && s.request["StatementName"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("sluice load "))
+}
+
 const FIRST: [&str; 3] = [
     r#"{"order":1,"note":"a","_op":"c","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
     r#"{"order":2,"note":"b","_op":"c","_lsn":11,"_commit_ts":"2024-03-01T10:01:00Z"}"#,
@@ -222,7 +321,35 @@ async fn both_file_shapes_load_in_one_batch_statement_polled_to_finished() {
     assert_eq!(first.mismatch, None, "{first:?}");
     let c = first.counts;
     assert_eq!((c.expected, c.staged, c.merged, c.null_keys), (3, 3, 2, 1));
-    assert_eq!(e.api.batch_calls(), 1);
+    assert_eq!(e.load_calls(), 1);
+    // The tables were created in one BatchExecuteStatement (one session), the case
+    // sensitivity first, so the CREATEs keep the upper case of "Order".
+    let creates: Vec<Submission> = e
+        .api
+        .submissions()
+        .into_iter()
+        .filter(|s| s.sqls.iter().any(|q| q.starts_with("CREATE TABLE")))
+        .collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert!(creates[0].batch);
+    assert_eq!(
+        creates[0].sqls[0],
+        "SET enable_case_sensitive_identifier TO true"
+    );
+    assert!(
+        creates[0].sqls[1..]
+            .iter()
+            .all(|q| q.starts_with("CREATE ")),
+        "{:?}",
+        creates[0].sqls
+    );
+    // Step times from the sub-statements' Duration (nanoseconds): the COPY took some.
+    assert!(
+        first.copy_ms > 0 && first.copy_ms <= first.run_ms,
+        "copy {} ms of run {} ms",
+        first.copy_ms,
+        first.run_ms
+    );
     assert_eq!(first.attempts, 1);
     let id = first.statement_id.clone().expect("a statement id");
     assert_eq!(
@@ -264,12 +391,12 @@ async fn both_file_shapes_load_in_one_batch_statement_polled_to_finished() {
         (2, 1, 0, 2),
         "{c:?}"
     );
-    assert_eq!(e.api.batch_calls(), 2);
+    assert_eq!(e.load_calls(), 2);
     let sqls = e
         .api
         .submissions()
         .into_iter()
-        .rfind(|s| s.batch)
+        .rfind(is_load)
         .expect("the second batch")
         .sqls;
     let copies: Vec<&String> = sqls.iter().filter(|s| s.starts_with("COPY ")).collect();
@@ -331,7 +458,7 @@ async fn a_failed_sub_statement_is_reported_by_step_name_and_nothing_commits() {
     assert!(!conflict);
     assert_eq!(err.kind(), ErrorKind::Internal);
     // Not a conflict: submitted once, the record deleted, the table as it was.
-    assert_eq!(e.api.batch_calls(), 2);
+    assert_eq!(e.load_calls(), 2);
     assert_eq!(e.recorded_statement(std::slice::from_ref(&k2)).await, None);
     assert_eq!(final_rows(&p, false).await, first_rows());
     // Without the fault the same batch loads.
@@ -348,6 +475,8 @@ async fn a_statement_stuck_in_started_times_out_and_the_next_invocation_resumes_
     let e = env().await;
     let p = pipeline(&e.schema, false);
     let keys = vec![e.transform(&p, "raw/cdc/orders/1.jsonl", &FIRST).await.0];
+    // The tables first: the batch that stays STARTED is the load's.
+    e.create_tables(&p, &e.target()).await;
     e.api.stay_started(1);
     let short = e.target().with_deadline(Duration::from_millis(400));
     let err = e.load(&p, &short, &keys).await.expect_err("times out");
@@ -361,17 +490,17 @@ async fn a_statement_stuck_in_started_times_out_and_the_next_invocation_resumes_
     assert!(text.contains(&id), "{text}");
     assert!(text.contains("STARTED"), "{text}");
     assert!(text.contains("next invocation"), "{text}");
-    assert_eq!(e.api.batch_calls(), 1);
+    assert_eq!(e.load_calls(), 1);
 
     // The next invocation polls the recorded statement instead of submitting again.
     let err = e.load(&p, &short, &keys).await.expect_err("still running");
     assert!(err.to_string().contains(&id), "{err}");
-    assert_eq!(e.api.batch_calls(), 1, "not submitted again");
+    assert_eq!(e.load_calls(), 1, "not submitted again");
     assert_eq!(
         e.recorded_statement(&keys).await.as_deref(),
         Some(id.as_str())
     );
-    // The tables were created before the load (in a transaction of their own); no row is in.
+    // The tables were created before the load; no row is in.
     assert!(final_rows(&p, false).await.is_empty(), "nothing committed");
 
     // Cancelled (ABORTED, rolled back): the next invocation submits the batch anew.
@@ -382,7 +511,7 @@ async fn a_statement_stuck_in_started_times_out_and_the_next_invocation_resumes_
         .await
         .expect("cancel");
     let done = e.load(&p, &e.target(), &keys).await.expect("load");
-    assert_eq!(e.api.batch_calls(), 2);
+    assert_eq!(e.load_calls(), 2);
     assert_ne!(done.statement_id.as_deref(), Some(id.as_str()));
     assert_eq!(done.attempts, 2, "the aborted transaction counts");
     assert_eq!(done.mismatch, None, "{done:?}");
@@ -418,17 +547,13 @@ async fn a_batch_that_finished_after_the_timeout_is_not_submitted_again() {
     let err = e.load(&p, &short, &keys).await.expect_err("times out");
     assert!(matches!(err, LoadError::Timeout { .. }), "{err:?}");
     let id = e.recorded_statement(&keys).await.expect("recorded");
-    assert_eq!(e.api.batch_calls(), 2);
+    assert_eq!(e.load_calls(), 2);
     // The lock goes; the statement commits after its invocation gave up on it.
     tx.commit().await.expect("unlock");
     let d = sluice_tests::dataapi::wait_done(&e.client, &id).await;
     assert_eq!(d.status().map(|s| s.as_str()), Some("FINISHED"));
     let done = e.load(&p, &target, &keys).await.expect("load");
-    assert_eq!(
-        e.api.batch_calls(),
-        2,
-        "the finished statement is not run again"
-    );
+    assert_eq!(e.load_calls(), 2, "the finished statement is not run again");
     assert_eq!(done.statement_id.as_deref(), Some(id.as_str()));
     assert_eq!(done.mismatch, None, "{done:?}");
     assert_eq!(
@@ -458,7 +583,7 @@ async fn conflicts_of_either_isolation_level_resubmit_the_batch() {
         .await
         .expect("load after a conflict");
     assert_eq!(done.attempts, 2);
-    assert_eq!(e.api.batch_calls(), 2);
+    assert_eq!(e.load_calls(), 2);
     assert_eq!(done.mismatch, None, "{done:?}");
     assert_eq!(final_rows(&p, false).await, first_rows());
 
@@ -478,7 +603,7 @@ async fn conflicts_of_either_isolation_level_resubmit_the_batch() {
     );
     let done = e.load(&p, &target, &keys2).await.expect("load");
     assert_eq!(done.attempts, 3);
-    assert_eq!(e.api.batch_calls(), 5);
+    assert_eq!(e.load_calls(), 5);
     assert_eq!(done.counts.merged, 1);
 
     // A conflict on every attempt: the last one is reported, as a conflict (retryable).
@@ -501,7 +626,7 @@ async fn conflicts_of_either_isolation_level_resubmit_the_batch() {
         .expect_err("conflicts every time");
     assert!(err.is_conflict(), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::Retryable);
-    assert_eq!(e.api.batch_calls(), 7);
+    assert_eq!(e.load_calls(), 7);
     assert_eq!(e.recorded_statement(&keys3).await, None);
 }
 
@@ -577,7 +702,7 @@ async fn a_failed_copy_reports_its_sys_load_error_detail_rows() {
     let recorded = e.api.load_error_details();
     assert_eq!(recorded.len(), 2);
     let subs = e.api.submissions();
-    let batch = subs.iter().rfind(|s| s.batch).expect("the failed batch");
+    let batch = subs.iter().rfind(|s| is_load(s)).expect("the failed batch");
     let at = batch
         .sqls
         .iter()
@@ -609,4 +734,371 @@ async fn a_failed_copy_reports_its_sys_load_error_detail_rows() {
         .expect("load");
     assert_eq!(ok.counts.merged, 1);
     assert_eq!(e.api.load_error_details().len(), 2, "no new rows");
+}
+
+#[tokio::test]
+async fn execute_runs_its_statements_in_one_session_and_names_the_one_that_failed() {
+    let e = env().await;
+    let p = pipeline(&e.schema, false);
+    let target = e.target();
+    let plan = LoadPlan::new(p.table("orders").expect("orders")).expect("plan");
+    let mut stmts = plan.session(Dialect::Redshift);
+    stmts.extend(plan.create_tables(Dialect::Redshift));
+    let names: Vec<&str> = stmts.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "case_sensitive_identifiers",
+            "create_schema",
+            "create_final",
+            "create_tombstones"
+        ]
+    );
+    let sqls: Vec<String> = stmts.iter().map(|s| s.sql.clone()).collect();
+    let runs = |api: &DataApi| -> Vec<Submission> {
+        api.submissions()
+            .into_iter()
+            .filter(|s| s.sqls == sqls)
+            .collect()
+    };
+    let schema_exists = || async {
+        let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
+        sqlx::query("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1")
+            .bind(&e.schema)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+            .get::<i64, _>(0)
+            == 1
+    };
+
+    // A failure at the third statement names it, with its text; the transaction rolled back
+    // (even the CREATE SCHEMA before it).
+    let error = "ERROR: permission denied for schema";
+    e.api.set_fail_times(FailAt::Index(2), error, 1);
+    let err = target.execute("orders", &stmts).await.expect_err("fails");
+    let LoadError::Statement {
+        statement,
+        message,
+        conflict,
+        ..
+    } = &err
+    else {
+        panic!("not a statement error: {err:?}");
+    };
+    assert_eq!(statement, "create_final", "{err}");
+    assert!(message.contains(error), "{message}");
+    assert!(message.contains("sub-statement 3 of 4"), "{message}");
+    assert!(!conflict);
+    assert!(!schema_exists().await, "nothing committed");
+    assert_eq!(runs(&e.api).len(), 1);
+    assert!(
+        runs(&e.api).iter().all(|s| s.batch),
+        "one BatchExecuteStatement"
+    );
+
+    // A conflict is retried (the whole batch, again in one session); the tables are created
+    // with the case the SET keeps.
+    e.api.set_fail_times(
+        FailAt::Index(1),
+        "ERROR: could not complete because of conflict with concurrent transaction",
+        1,
+    );
+    target
+        .execute("orders", &stmts)
+        .await
+        .expect("created after a conflict");
+    assert_eq!(runs(&e.api).len(), 3);
+    assert!(schema_exists().await);
+    assert_eq!(final_rows(&p, false).await, Vec::<String>::new());
+
+    // One statement goes as an ExecuteStatement; its failure is named too.
+    let one = Statement {
+        name: "truncate_stage".into(),
+        sql: format!("DELETE FROM {}", plan.final_table()),
+    };
+    target
+        .execute("orders", std::slice::from_ref(&one))
+        .await
+        .expect("one statement");
+    let last = e.api.submissions().pop().expect("submitted");
+    assert!(!last.batch);
+    assert_eq!(last.sqls, vec![one.sql.clone()]);
+    e.api
+        .set_fail_times(FailAt::Sql("DELETE FROM".into()), "ERROR: boom", 1);
+    let err = target
+        .execute("orders", std::slice::from_ref(&one))
+        .await
+        .expect_err("fails");
+    assert!(
+        matches!(&err, LoadError::Statement { statement, message, .. } if statement == "truncate_stage" && message.contains("ERROR: boom")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_of_another_batch_still_running_is_waited_for_before_submitting() {
+    let e = env().await;
+    let p = pipeline(&e.schema, false);
+    let target = e.target();
+    let k1 = e.transform(&p, "raw/cdc/orders/1.jsonl", &FIRST).await.0;
+    e.load(&p, &target, &[k1]).await.expect("first load");
+    let a = vec![
+        e.transform(
+            &p,
+            "raw/cdc/orders/2.jsonl",
+            &[r#"{"order":5,"note":"e","_op":"c","_lsn":30,"_commit_ts":"2024-05-01T00:00:00Z"}"#],
+        )
+        .await
+        .0,
+    ];
+    let b = vec![
+        e.transform(
+            &p,
+            "raw/cdc/orders/3.jsonl",
+            &[r#"{"order":6,"note":"f","_op":"c","_lsn":40,"_commit_ts":"2024-06-01T00:00:00Z"}"#],
+        )
+        .await
+        .0,
+    ];
+    assert_ne!(batch_id(&a), batch_id(&b));
+
+    // Batch A stays STARTED past its invocation's deadline.
+    e.api.stay_started(1);
+    let short = e.target().with_deadline(Duration::from_millis(400));
+    let err = e.load(&p, &short, &a).await.expect_err("A times out");
+    assert!(matches!(err, LoadError::Timeout { .. }), "{err:?}");
+    let id_a = e.recorded_statement(&a).await.expect("A recorded");
+    assert_eq!(e.load_calls(), 2);
+
+    // B (its messages re-batched by SQS) waits for A and, at its own deadline, is not
+    // submitted: the error says which statement of which batch still runs.
+    let err = e.load(&p, &short, &b).await.expect_err("A still runs");
+    assert!(matches!(err, LoadError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Retryable);
+    let text = err.to_string();
+    assert!(text.contains("not submitted"), "{text}");
+    assert!(text.contains(&id_a), "{text}");
+    assert!(text.contains(&batch_id(&a)), "{text}");
+    assert!(text.contains("STARTED"), "{text}");
+    assert_eq!(e.load_calls(), 2, "B not submitted");
+    assert_eq!(e.recorded_statement(&b).await, None);
+
+    // B again, with time: A is cancelled while B waits, and B is submitted only after.
+    // (The lease the timed-out load kept expires first, so B's load starts right away.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = e.client.clone();
+    let cancel_id = id_a.clone();
+    let started = Instant::now();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        client
+            .cancel_statement()
+            .id(&cancel_id)
+            .send()
+            .await
+            .expect("cancel A");
+    });
+    let done = e.load(&p, &target, &b).await.expect("B loads");
+    cancel.await.expect("cancel task");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert_eq!(done.counts.merged, 1, "{done:?}");
+    assert_eq!(e.load_calls(), 3);
+    let loads: Vec<Submission> = e.api.submissions().into_iter().filter(is_load).collect();
+    let id_b = done.statement_id.clone().expect("B's statement");
+    assert_eq!(loads[1].id, id_a);
+    assert_eq!(loads[2].id, id_b);
+    let ended_a = sluice_tests::dataapi::wait_done(&e.client, &id_a).await;
+    assert_eq!(ended_a.status().map(|s| s.as_str()), Some("ABORTED"));
+    let created_b = e
+        .client
+        .describe_statement()
+        .id(&id_b)
+        .send()
+        .await
+        .expect("describe B");
+    let a_ended_at = ended_a.updated_at().expect("A's UpdatedAt").as_secs_f64();
+    let b_created_at = created_b.created_at().expect("B's CreatedAt").as_secs_f64();
+    assert!(
+        b_created_at >= a_ended_at,
+        "B submitted at {b_created_at}, before A ended at {a_ended_at}"
+    );
+    // A's record stays for A's own invocation, which finds it rolled back and submits anew.
+    assert_eq!(
+        e.recorded_statement(&a).await.as_deref(),
+        Some(id_a.as_str())
+    );
+    let done_a = e.load(&p, &target, &a).await.expect("A loads");
+    assert_eq!(done_a.attempts, 2);
+    assert_eq!(done_a.counts.merged, 1);
+    assert_eq!(e.recorded_statement(&a).await, None);
+    let mut want = first_rows();
+    want.push("5|e|∅|30|2024-05-01 00:00:00".into());
+    want.push("6|f|∅|40|2024-06-01 00:00:00".into());
+    assert_eq!(final_rows(&p, false).await, want);
+}
+
+#[tokio::test]
+async fn records_of_other_batches_that_ended_stay_unless_older_than_a_day() {
+    let e = env().await;
+    let p = pipeline(&e.schema, false);
+    let target = e.target();
+    let k1 = e.transform(&p, "raw/cdc/orders/1.jsonl", &FIRST).await.0;
+    let first = e.load(&p, &target, &[k1]).await.expect("first load");
+    let finished = first.statement_id.expect("a statement id");
+    let now = SystemTime::now();
+    let day_ago = now - Duration::from_secs(25 * 3600);
+    let store = e.store.as_ref();
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let recent_finished = put_statement_record(store, "recentfinished", &finished, now).await;
+    let recent_unknown = put_statement_record(store, "recentunknown", unknown, now).await;
+    let old_finished = put_statement_record(store, "oldfinished", &finished, day_ago).await;
+    let old_unknown = put_statement_record(store, "oldunknown", unknown, day_ago).await;
+
+    let keys = vec![
+        e.transform(
+            &p,
+            "raw/cdc/orders/2.jsonl",
+            &[r#"{"order":5,"note":"e","_op":"c","_lsn":30,"_commit_ts":"2024-05-01T00:00:00Z"}"#],
+        )
+        .await
+        .0,
+    ];
+    let done = e.load(&p, &target, &keys).await.expect("load");
+    assert_eq!(done.counts.merged, 1);
+    // A finished batch's record is its own invocation's to read; one that cannot be described
+    // yet is recent is left too. Over 24 hours old, both are orphans.
+    assert!(exists(store, &recent_finished).await);
+    assert!(exists(store, &recent_unknown).await);
+    assert!(!exists(store, &old_finished).await);
+    assert!(!exists(store, &old_unknown).await);
+    assert_eq!(e.recorded_statement(&keys).await, None);
+}
+
+#[tokio::test]
+async fn nothing_is_submitted_without_time_to_finish() {
+    let e = env().await;
+    let p = pipeline(&e.schema, false);
+    let keys = vec![e.transform(&p, "raw/cdc/orders/1.jsonl", &FIRST).await.0];
+    // 5 s to go, under the default 20 s: not even the CREATEs go.
+    let tight = e.default_target().with_deadline(Duration::from_secs(5));
+    let err = e.load(&p, &tight, &keys).await.expect_err("no time");
+    assert!(matches!(err, LoadError::Timeout { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("not submitted: 4 s left"), "{text}");
+    assert!(
+        e.api
+            .submissions()
+            .iter()
+            .all(|s| !s.sqls.iter().any(|q| q.starts_with("CREATE"))),
+        "no CREATE submitted"
+    );
+
+    // With the tables there, the load itself is not submitted either, and nothing is recorded.
+    e.create_tables(&p, &e.target()).await;
+    let err = e.load(&p, &tight, &keys).await.expect_err("no time");
+    assert!(matches!(err, LoadError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains(&batch_id(&keys)), "{err}");
+    assert_eq!(e.load_calls(), 0);
+    assert_eq!(e.recorded_statement(&keys).await, None);
+
+    // A minimum of its own (here 2 s of the 5): the load goes.
+    let done = e
+        .load(&p, &tight.with_min_time_left(Duration::from_secs(2)), &keys)
+        .await
+        .expect("load");
+    assert_eq!(e.load_calls(), 1);
+    assert_eq!(done.mismatch, None, "{done:?}");
+    assert_eq!(final_rows(&p, false).await, first_rows());
+}
+
+#[tokio::test]
+async fn a_fault_at_any_statement_of_a_load_leaves_the_tables_as_they_were() {
+    let e = env().await;
+    let before = pipeline(&e.schema, false);
+    let after = pipeline(&e.schema, true);
+    let target = e.target();
+    let (k1, m1) = e.transform(&before, "raw/cdc/orders/1.jsonl", &FIRST).await;
+    e.load(&before, &target, std::slice::from_ref(&k1))
+        .await
+        .expect("first load");
+    // The batch with the most steps: a new column, files of both shapes (two COPY groups),
+    // an update, a delete, a NULL key and duplicates.
+    let (k2, m2) = e.transform(&after, "raw/cdc/orders/2.jsonl", &SECOND).await;
+    let keys = vec![k1.clone(), k2.clone()];
+    let was = snapshot(&before).await;
+    assert_eq!(was.len(), 4, "{was:?}");
+
+    // The steps as the loader plans them: COPY groups by column list, `amount` missing.
+    let plan = LoadPlan::new(after.table("orders").expect("orders")).expect("plan");
+    let batch = batch_id(&keys);
+    let mut shapes: Vec<(Vec<String>, String)> = [(&m1, &k1), (&m2, &k2)]
+        .iter()
+        .map(|(m, _)| {
+            let cols = m.columns.iter().map(|c| c.name.clone()).collect();
+            (cols, m.files[0].key.clone())
+        })
+        .collect();
+    shapes.sort();
+    assert!(m1.files.len() == 1 && m2.files.len() == 1);
+    let groups: Vec<CopyGroup> = shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (columns, file))| CopyGroup {
+            columns,
+            files: vec![file],
+            manifest_url: e.store.url(&copy_manifest_key("orders", &batch, i)),
+        })
+        .collect();
+    let found = TablesFound {
+        final_missing: vec!["amount".into()],
+        stage_columns: None,
+    };
+    let steps = plan
+        .steps(Dialect::Redshift, &groups, &found, COPY_ROLE)
+        .expect("steps");
+    let sqls: Vec<&str> = steps.iter().map(|s| s.sql()).collect();
+    assert!(steps.len() > 15, "{} steps", steps.len());
+
+    for (i, step) in steps.iter().enumerate() {
+        let error = format!("ERROR: injected failure at statement {i}");
+        e.api.set_fail_times(FailAt::Index(i), &error, 1);
+        let err = e
+            .load(&after, &target, &keys)
+            .await
+            .expect_err("the load fails");
+        let sub = e
+            .api
+            .submissions()
+            .into_iter()
+            .rfind(is_load)
+            .expect("the load was submitted");
+        assert_eq!(sub.sqls, sqls, "the batch is the plan's steps");
+        let LoadError::Statement {
+            statement,
+            message,
+            conflict,
+            ..
+        } = &err
+        else {
+            panic!("statement {i}: not a statement error: {err:?}");
+        };
+        assert_eq!(statement, step.name(), "statement {i}: {err}");
+        assert!(message.contains(&error), "statement {i}: {message}");
+        assert!(!conflict);
+        assert_eq!(snapshot(&before).await, was, "statement {i} left a change");
+        assert_eq!(e.recorded_statement(&keys).await, None);
+    }
+    assert_eq!(e.load_calls(), 1 + steps.len());
+
+    // Without a fault the same batch loads.
+    let done = e.load(&after, &target, &keys).await.expect("load");
+    assert_eq!(done.mismatch, None, "{done:?}");
+    assert_eq!(
+        final_rows(&after, true).await,
+        vec![
+            "2|b2|9.50|20|2024-04-01 00:00:00".to_string(),
+            "3|c|1.25|21|2024-04-01 00:00:01".to_string(),
+        ]
+    );
 }

@@ -87,6 +87,19 @@ pub fn load_statement_key(table: &str, batch: &str) -> String {
     format!("{STATE}loads/{table}/{batch}.statement.json")
 }
 
+/// `state/loads/<table>/`: where a table's lease and statement records are (listed to find
+/// statements other batches left running).
+pub fn load_state_prefix(table: &str) -> String {
+    format!("{STATE}loads/{table}/")
+}
+
+/// The batch of a [`load_statement_key`] of `table`; None for any other key.
+pub fn load_statement_batch<'a>(table: &str, key: &'a str) -> Option<&'a str> {
+    key.strip_prefix(&load_state_prefix(table))?
+        .strip_suffix(".statement.json")
+        .filter(|b| !b.is_empty() && !b.contains('/'))
+}
+
 /// `loads/<table>/<batch>.json`: the record of one load (manifests, statement id, counts).
 pub fn load_record_key(table: &str, batch: &str) -> String {
     format!("{LOADS}{table}/{batch}.json")
@@ -274,6 +287,16 @@ mod tests {
         assert_eq!(quarantine_prefix("t"), "quarantine/t/");
         assert_eq!(state_key("leases/t"), "state/leases/t");
         assert_eq!(load_lease_key("t"), "state/loads/t/lease");
+        assert!(load_lease_key("t").starts_with(&load_state_prefix("t")));
+        assert_eq!(
+            load_statement_batch("t", &load_statement_key("t", "ab12")),
+            Some("ab12")
+        );
+        assert_eq!(load_statement_batch("t", &load_lease_key("t")), None);
+        assert_eq!(
+            load_statement_batch("t", &load_statement_key("t2", "ab12")),
+            None
+        );
         assert!(load_quarantine_key("t", "curated/t/x.parquet").starts_with("quarantine/t/load-"));
         assert!(is_raw_object("raw/t/a.csv"));
         assert!(!is_raw_object("raw/t/"));

@@ -5,12 +5,26 @@
 //! 1. On entry, a statement recorded for this batch (`load_statement_key`) is described:
 //!    still SUBMITTED/PICKED/STARTED → polled again, never submitted twice; FINISHED → its
 //!    counts are returned; FAILED/ABORTED → it rolled back, and the batch is submitted anew.
-//! 2. The batch is submitted and its id recorded in the lake before the first poll.
-//! 3. `DescribeStatement` is polled with backoff until a terminal state or the deadline (set
+//! 2. Before any submission, the statement records of the table's OTHER batches are listed
+//!    (`state/loads/<table>/`): SQS re-batches messages that come back after a time-out, so
+//!    the statement an earlier invocation left running often belongs to another batch id. One
+//!    still running is waited for (polled) until it ends, or the deadline ends this load
+//!    without a submission. Records of other batches that ended stay for their own invocation
+//!    (which reads the counts), unless older than the Data API keeps statements (24 h): those
+//!    are orphans, deleted.
+//! 3. Nothing is submitted with less than `min_time_left` before the deadline: such a
+//!    statement would outlive its invocation for certain.
+//! 4. The batch is submitted and its id recorded in the lake before the first poll.
+//! 5. `DescribeStatement` is polled with backoff until a terminal state or the deadline (set
 //!    below the Lambda timeout). At the deadline the record stays: the next invocation of the
 //!    same manifests (the same batch id) resumes at 1.
-//! 4. A terminal outcome deletes the record. A serialization or write conflict resubmits the
+//! 6. A terminal outcome deletes the record. A serialization or write conflict resubmits the
 //!    whole batch (it rolled back) with backoff and jitter, up to `max_attempts` transactions.
+//!
+//! Statements outside a load (`Executor::execute`: the CREATEs before a first load, a stage's
+//! TRUNCATE after one) go as one ExecuteStatement, or one BatchExecuteStatement when there are
+//! several: one session, so a `SET` before them holds for them. They are idempotent (`CREATE …
+//! IF NOT EXISTS`) and leave no record; conflicts are retried as a load's are.
 //!
 //! A crash between the submit and its record leaves a statement nobody tracks: the next
 //! invocation submits again, the `LOCK` that opens a load queues it behind the first, and the
@@ -26,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{classify, SdkFailure};
 use crate::config::RedshiftConfig;
-use crate::lake::layout::load_statement_key;
+use crate::lake::layout::{load_state_prefix, load_statement_batch, load_statement_key};
 use crate::lake::{LakeError, PutMode};
 
 use super::load::{Executed, Executor, LoadError, RunContext};
@@ -55,6 +69,12 @@ const CONFLICT_BACKOFF: Duration = Duration::from_secs(1);
 const DETAIL_ROWS: usize = 5;
 /// The most the `sys_load_error_detail` look-up may take (it only adds to an error).
 const DETAIL_BUDGET: Duration = Duration::from_secs(30);
+/// Nothing is submitted with less than this left before the deadline: a load of a few files
+/// commits in seconds, and one submitted later would outlive its invocation for certain.
+const MIN_TIME_LEFT: Duration = Duration::from_secs(20);
+/// The Data API answers about a statement for 24 hours; an ended statement's record older than
+/// that can no longer give its counts to anyone: an orphan.
+const ORPHAN_AGE_SECS: i64 = 24 * 60 * 60;
 
 /// A request builder with the database, the cluster or workgroup and the sign-in set (the
 /// builders of ExecuteStatement and BatchExecuteStatement share these methods, not a trait).
@@ -110,6 +130,7 @@ pub struct DataApiTarget {
     deadline: Deadline,
     max_attempts: u32,
     conflict_backoff: Duration,
+    min_time_left: Duration,
 }
 
 impl DataApiTarget {
@@ -140,6 +161,7 @@ impl DataApiTarget {
             deadline: Deadline::After(DEFAULT_DEADLINE),
             max_attempts: MAX_ATTEMPTS,
             conflict_backoff: CONFLICT_BACKOFF,
+            min_time_left: MIN_TIME_LEFT,
         })
     }
 
@@ -174,6 +196,13 @@ impl DataApiTarget {
         self
     }
 
+    /// Submits nothing with less than `left` before the deadline (default 20 s): a
+    /// `LoadError::Timeout` instead, and the next invocation starts afresh.
+    pub fn with_min_time_left(mut self, left: Duration) -> Self {
+        self.min_time_left = left;
+        self
+    }
+
     fn until(&self) -> Instant {
         match self.deadline {
             Deadline::After(d) => Instant::now() + d,
@@ -181,35 +210,101 @@ impl DataApiTarget {
         }
     }
 
-    /// Submits one statement and polls it to a terminal state.
-    async fn execute_sql(
+    /// A `LoadError::Timeout` when less than `min_time_left` is left before `until`.
+    fn time_to_submit(&self, table: &str, what: &str, until: Instant) -> Result<(), LoadError> {
+        let left = until.saturating_duration_since(Instant::now());
+        if left < self.min_time_left {
+            return Err(LoadError::Timeout {
+                table: table.to_string(),
+                message: format!(
+                    "{what} not submitted: {} s left before the deadline, under the {} s a statement is given to finish",
+                    left.as_secs(),
+                    self.min_time_left.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a conflict may be retried: attempts remain and, after the backoff, time to
+    /// submit again.
+    fn may_retry(&self, attempt: u32, backoff: Duration, until: Instant) -> bool {
+        attempt < self.max_attempts && Instant::now() + backoff + self.min_time_left < until
+    }
+
+    /// Submits `statements` in one session and transaction (one ExecuteStatement, or one
+    /// BatchExecuteStatement for several) and polls them to a terminal state. A failure names
+    /// the statement that failed.
+    async fn run_statements(
         &self,
         table: &str,
-        name: &str,
-        sql: &str,
+        statements: &[Statement],
         until: Instant,
     ) -> Result<(String, Described), LoadError> {
-        let out = connect!(self, self.client.execute_statement().sql(sql))
-            .statement_name(format!("sluice {table} {name}"))
-            .send()
-            .await
-            .map_err(|e| sdk_error(table, "ExecuteStatement", &e))?;
-        let id = out.id().unwrap_or_default().to_string();
+        let names: Vec<String> = statements.iter().map(|s| s.name.clone()).collect();
+        let id = match statements {
+            [] => {
+                return Err(LoadError::Config {
+                    table: table.to_string(),
+                    message: "no statement to run".into(),
+                })
+            }
+            [one] => connect!(self, self.client.execute_statement().sql(&one.sql))
+                .statement_name(format!("sluice {table} {}", one.name))
+                .send()
+                .await
+                .map_err(|e| sdk_error(table, "ExecuteStatement", &e))?
+                .id()
+                .unwrap_or_default()
+                .to_string(),
+            [first, ..] => {
+                let sqls = statements.iter().map(|s| s.sql.clone()).collect();
+                connect!(
+                    self,
+                    self.client.batch_execute_statement().set_sqls(Some(sqls))
+                )
+                .statement_name(format!(
+                    "sluice {table} {} +{}",
+                    first.name,
+                    statements.len() - 1
+                ))
+                .send()
+                .await
+                .map_err(|e| sdk_error(table, "BatchExecuteStatement", &e))?
+                .id()
+                .unwrap_or_default()
+                .to_string()
+            }
+        };
         match self.wait(table, &id, until).await? {
             Waited::Done(d) if d.phase == Phase::Finished => Ok((id, d)),
-            Waited::Done(d) => {
+            Waited::Done(d) if names.len() == 1 => {
                 let error = d.error.clone().unwrap_or_else(|| no_error_text(d.phase));
                 Err(LoadError::Statement {
                     table: table.to_string(),
-                    statement: name.to_string(),
+                    statement: names[0].clone(),
                     conflict: is_conflict(&error),
                     message: format!("{error} (Data API statement {id})"),
+                })
+            }
+            Waited::Done(d) => {
+                let f = failure(&d, &names);
+                let at = f
+                    .index
+                    .map(|i| format!(", sub-statement {} of {}", i + 1, names.len()))
+                    .unwrap_or_default();
+                Err(LoadError::Statement {
+                    table: table.to_string(),
+                    statement: f.statement,
+                    conflict: f.conflict,
+                    message: format!("{} (Data API statement {id}{at})", f.error),
                 })
             }
             Waited::TimedOut { status, waited } => Err(LoadError::Timeout {
                 table: table.to_string(),
                 message: format!(
-                    "statement {name} (Data API statement {id}) is still {status} after {waited:?}; it keeps running in Redshift"
+                    "statement {} (Data API statement {id}) is still {status} after {waited:?}; it keeps running in Redshift",
+                    names.join(", ")
                 ),
             }),
         }
@@ -223,7 +318,13 @@ impl DataApiTarget {
         sql: &str,
         until: Instant,
     ) -> Result<Vec<Vec<String>>, LoadError> {
-        let (id, d) = self.execute_sql(table, name, sql, until).await?;
+        let statement = Statement {
+            name: name.to_string(),
+            sql: sql.to_string(),
+        };
+        let (id, d) = self
+            .run_statements(table, std::slice::from_ref(&statement), until)
+            .await?;
         if !d.has_result_set || d.rows == Some(0) {
             return Ok(Vec::new());
         }
@@ -317,6 +418,75 @@ impl DataApiTarget {
                 Ok(Resume::Failed(rec))
             }
         }
+    }
+
+    /// Waits for the statements other batches of the table left running (step 2 at the top):
+    /// a `LoadError::Timeout` when one is still running at the deadline. Deletes orphans.
+    async fn wait_for_other_batches(
+        &self,
+        ctx: &RunContext<'_>,
+        until: Instant,
+    ) -> Result<(), LoadError> {
+        let table = ctx.table;
+        let prefix = load_state_prefix(table);
+        let listed = ctx
+            .store
+            .list(&prefix)
+            .await
+            .map_err(|e| lake_error(table, &prefix, e))?;
+        for meta in listed {
+            let Some(batch) = load_statement_batch(table, &meta.key) else {
+                continue;
+            };
+            if batch == ctx.batch {
+                continue;
+            }
+            let key = meta.key.as_str();
+            let rec: StatementRecord = match ctx.store.get_bytes(key).await {
+                // Its own invocation finished with it since the listing.
+                Err(LakeError::NotFound { .. }) => continue,
+                Err(e) => return Err(lake_error(table, key, e)),
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(table, key, error = %e, "unreadable statement record of another batch; not waiting for it");
+                        continue;
+                    }
+                },
+            };
+            let phase = match self.describe_raw(&rec.statement_id).await {
+                Ok(d) => Some(d.phase),
+                Err(f) if f.retryable => {
+                    return Err(sdk_failure(table, "DescribeStatement", f));
+                }
+                Err(f) => {
+                    tracing::warn!(table, batch, statement_id = %rec.statement_id, error = %f.message, "the statement of another batch cannot be described");
+                    None
+                }
+            };
+            if phase == Some(Phase::Running) {
+                tracing::info!(table, batch, statement_id = %rec.statement_id, submitted_at = %rec.submitted_at, "another batch of this table is still running in Redshift; waiting for it before submitting");
+                match self.wait(table, &rec.statement_id, until).await? {
+                    Waited::Done(d) => {
+                        // Its record stays: its own invocation reads the outcome.
+                        tracing::info!(table, batch, statement_id = %rec.statement_id, status = %d.status, "the other batch's statement ended");
+                    }
+                    Waited::TimedOut { status, waited } => {
+                        return Err(LoadError::Timeout {
+                            table: table.to_string(),
+                            message: format!(
+                                "not submitted: Data API statement {} of batch {batch} (another load of this table, recorded at {key}) is still {status} after {waited:?}; this batch is submitted once it has ended",
+                                rec.statement_id
+                            ),
+                        });
+                    }
+                }
+            } else if is_orphan(&rec.submitted_at, chrono::Utc::now()) {
+                tracing::info!(table, batch, key, statement_id = %rec.statement_id, submitted_at = %rec.submitted_at, "deleting the statement record of a batch that ended over 24 hours ago");
+                self.forget(ctx, key).await;
+            }
+        }
+        Ok(())
     }
 
     /// Submits the batch and records its id before anything polls it.
@@ -467,6 +637,8 @@ impl Executor for DataApiTarget {
             let rec = match pending.take() {
                 Some(rec) => rec,
                 None => {
+                    self.wait_for_other_batches(ctx, until).await?;
+                    self.time_to_submit(table, &format!("batch {}", ctx.batch), until)?;
                     attempt += 1;
                     self.submit(ctx, &key, steps, attempt).await?
                 }
@@ -489,7 +661,7 @@ impl Executor for DataApiTarget {
             }
             let f = failure(&d, &rec.steps);
             let backoff = jittered(self.conflict_backoff, attempt);
-            if f.conflict && attempt < self.max_attempts && Instant::now() + backoff < until {
+            if f.conflict && self.may_retry(attempt, backoff, until) {
                 tracing::warn!(table = %plan.table, attempt, statement_id = %rec.statement_id, step = %f.statement, error = %f.error, "serialization conflict; the batch rolled back and is submitted again");
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -501,11 +673,32 @@ impl Executor for DataApiTarget {
     }
 
     async fn execute(&self, table: &str, statements: &[Statement]) -> Result<(), LoadError> {
-        for s in statements {
-            self.execute_sql(table, &s.name, &s.sql, self.until())
-                .await?;
+        if statements.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let until = self.until();
+        let what = statements
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut attempt = 0;
+        loop {
+            self.time_to_submit(table, &format!("statements {what}"), until)?;
+            attempt += 1;
+            match self.run_statements(table, statements, until).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => {
+                    let backoff = jittered(self.conflict_backoff, attempt);
+                    if !self.may_retry(attempt, backoff, until) {
+                        return Err(e);
+                    }
+                    tracing::warn!(table, attempt, statements = %what, error = %e, "serialization conflict; the statements rolled back and are submitted again");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -538,10 +731,10 @@ enum Waited {
 /// The counts of a committed batch, lined up with the steps being run now.
 fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
     let rows = d.sub_rows(rec.steps.len());
+    let millis = d.sub_millis(rec.steps.len());
     Executed {
         rows: align(&rec.steps, &rows, names),
-        // Step times are in the Data API's own history (SYS_QUERY_HISTORY); not read here.
-        millis: Vec::new(),
+        millis: align(&rec.steps, &millis, names),
         statement_id: Some(rec.statement_id.clone()),
         attempts: rec.attempt.max(1),
     }
@@ -552,6 +745,13 @@ fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> Executed {
 fn jittered(first: Duration, attempt: u32) -> Duration {
     let base = first * 2u32.saturating_pow(attempt.saturating_sub(1).min(10));
     base + base * rand_ms(attempt) / 100
+}
+
+/// Whether a record submitted at `submitted_at` (RFC 3339) is older than the Data API keeps
+/// statements; an unreadable time is not (the record stays).
+fn is_orphan(submitted_at: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::DateTime::parse_from_rfc3339(submitted_at)
+        .is_ok_and(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds() > ORPHAN_AGE_SECS)
 }
 
 fn round_ms(d: Duration) -> Duration {
@@ -601,6 +801,18 @@ mod tests {
             let d = jittered(first, attempt);
             assert!(d >= base && d < base + base / 2, "{attempt}: {d:?}");
         }
+    }
+
+    #[test]
+    fn records_older_than_a_day_are_orphans() {
+        let now = chrono::DateTime::parse_from_rfc3339("2024-05-02T12:00:00+00:00")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        assert!(is_orphan("2024-05-01T11:59:59+00:00", now));
+        assert!(is_orphan("2024-05-01T13:59:59+02:00", now), "offsets count");
+        assert!(!is_orphan("2024-05-01T12:00:01+00:00", now));
+        assert!(!is_orphan("2024-05-02T11:00:00+00:00", now));
+        assert!(!is_orphan("yesterday", now));
     }
 
     #[test]

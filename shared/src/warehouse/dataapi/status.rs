@@ -57,6 +57,8 @@ pub(super) struct Sub {
     pub(super) rows: Option<u64>,
     /// Redshift's query id (`sys_load_error_detail.query_id`), when reported.
     pub(super) query_id: Option<i64>,
+    /// How long it ran (`Duration`, in nanoseconds), when reported.
+    pub(super) duration_ns: Option<u64>,
 }
 
 impl Described {
@@ -80,6 +82,8 @@ impl Described {
                     error: non_empty(s.error()),
                     rows: result_rows(s.result_rows()),
                     query_id: Some(s.redshift_query_id()).filter(|q| *q > 0),
+                    // Negative (-1) until the sub-statement has run.
+                    duration_ns: u64::try_from(s.duration()).ok(),
                 })
                 .collect(),
         }
@@ -94,6 +98,20 @@ impl Described {
             }
         }
         rows
+    }
+
+    /// Milliseconds per statement of a batch of `n`, by position (`Duration` is in
+    /// nanoseconds; rounded to the nearest millisecond).
+    pub(super) fn sub_millis(&self, n: usize) -> Vec<Option<u64>> {
+        let mut millis = vec![None; n];
+        for s in &self.subs {
+            if let Some(m) = millis.get_mut(s.index) {
+                *m = s
+                    .duration_ns
+                    .map(|ns| ns.saturating_add(500_000) / 1_000_000);
+            }
+        }
+        millis
     }
 }
 
@@ -282,6 +300,28 @@ mod tests {
         assert_eq!(d.sub_rows(4), vec![None, Some(0), Some(7), None]);
         assert_eq!(sub_index("no-colon", 4), 4);
         assert_eq!(sub_index("x:0", 2), 2);
+    }
+
+    #[test]
+    fn sub_statement_durations_are_nanoseconds() {
+        let timed = |id: &str, ns: i64| {
+            SubStatementData::builder()
+                .id(id)
+                .status(StatementStatusString::Finished)
+                .duration(ns)
+                .build()
+                .expect("id is set")
+        };
+        let o = DescribeStatementOutput::builder()
+            .id("b1")
+            .status(StatusString::Finished)
+            .sub_statements(timed("b1:2", 2_345_600_000))
+            .sub_statements(timed("b1:1", 400_000))
+            .sub_statements(timed("b1:3", -1))
+            .build()
+            .expect("id is set");
+        let d = Described::from_output(&o);
+        assert_eq!(d.sub_millis(4), vec![Some(0), Some(2346), None, None]);
     }
 
     #[test]
