@@ -29,6 +29,13 @@
 //! A crash between the submit and its record leaves a statement nobody tracks: the next
 //! invocation submits again, the `LOCK` that opens a load queues it behind the first, and the
 //! version guard counts its rows stale instead of merging them twice.
+//!
+//! The `ClientToken` is the SDK's own: one per `BatchExecuteStatement` call, reused by the
+//! SDK's retries of that call, so a request retried after a lost response never runs twice. It
+//! is not derived from the batch: a batch that FAILED is submitted again with the same
+//! statements, and a token derived from them would hand back the failed statement for as long
+//! as the Data API remembers tokens (it does not document how long). The record above covers
+//! re-invocations instead.
 
 use std::time::{Duration, Instant};
 
