@@ -11,6 +11,7 @@ mod catalog;
 mod column;
 mod dedup;
 mod error;
+mod glue;
 mod names;
 mod output;
 mod pii;
@@ -29,6 +30,7 @@ pub use catalog::CatalogConfig;
 pub use column::{ColumnConfig, JsonField};
 pub use dedup::DedupConfig;
 pub use error::ConfigError;
+pub use glue::GlueConfig;
 pub use names::snake_case;
 pub use output::OutputConfig;
 pub use pii::{PiiAction, PiiRule};
@@ -49,6 +51,10 @@ pub struct Pipeline {
     /// The warehouse the loader writes (optional: tables without `warehouse` never load).
     #[serde(default)]
     pub redshift: Option<RedshiftConfig>,
+    /// The Glue Spark route for objects too large for the Lambda (optional: without it every
+    /// object is transformed in the Lambda).
+    #[serde(default)]
+    pub glue: Option<GlueConfig>,
     /// One entry per table.
     pub tables: Vec<TableConfig>,
     /// Directory of the pipeline file, to resolve relative paths (key file). Not in TOML.
@@ -135,6 +141,9 @@ impl Pipeline {
         self.validate_hash_key()?;
         if let Some(r) = &self.redshift {
             r.validate().map_err(|e| e.within("redshift"))?;
+        }
+        if let Some(g) = &self.glue {
+            g.validate().map_err(|e| e.within("glue"))?;
         }
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();

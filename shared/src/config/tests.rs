@@ -608,3 +608,68 @@ fn truncate_stage_needs_a_persistent_stage() {
     )
     .expect("a persistent stage may be truncated");
 }
+
+#[test]
+fn glue_section_routes_objects_above_the_threshold() {
+    let with = |g: &str| Pipeline::parse(&format!("[glue]\n{g}\n{}", example()), "p.toml");
+    let p = with("job_name = \"sluice-transform\"\nthreshold_bytes = 1000").expect("valid");
+    let g = p.glue.as_ref().expect("[glue] parsed");
+    assert_eq!(g.job_name, "sluice-transform");
+    assert_eq!(g.start_retry_secs, 60, "default");
+    assert!(!g.routes(1000), "at the threshold: the Lambda");
+    assert!(g.routes(1001));
+    assert!(Pipeline::parse(example(), "p.toml")
+        .expect("example")
+        .glue
+        .is_none());
+    for (bad, path, says) in [
+        (
+            "job_name = \"\"\nthreshold_bytes = 1",
+            "glue.job_name",
+            "must not be empty",
+        ),
+        (
+            "job_name = \" job\"\nthreshold_bytes = 1",
+            "glue.job_name",
+            "leading or trailing spaces",
+        ),
+        (
+            "job_name = \"a\\nb\"\nthreshold_bytes = 1",
+            "glue.job_name",
+            "control character",
+        ),
+        (
+            &format!("job_name = \"{}\"\nthreshold_bytes = 1", "j".repeat(256)),
+            "glue.job_name",
+            "255 characters",
+        ),
+        (
+            "job_name = \"j\"\nthreshold_bytes = 0",
+            "glue.threshold_bytes",
+            "at least 1",
+        ),
+        (
+            "job_name = \"j\"\nthreshold_bytes = 1\nstart_retry_secs = 0",
+            "glue.start_retry_secs",
+            "between 1 and 600",
+        ),
+        (
+            "job_name = \"j\"\nthreshold_bytes = 1\nstart_retry_secs = 601",
+            "glue.start_retry_secs",
+            "between 1 and 600",
+        ),
+    ] {
+        let e = with(bad).expect_err(bad).to_string();
+        assert!(e.contains(&format!("at `{path}`")), "{bad}: {e}");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // Parse errors: a missing key, a negative threshold, an unknown key.
+    for (bad, says) in [
+        ("job_name = \"j\"", "threshold_bytes"),
+        ("job_name = \"j\"\nthreshold_bytes = -1", "glue.threshold_bytes"),
+        ("job_name = \"j\"\nthreshold_bytes = 1\nthreshold = 2", "threshold"),
+    ] {
+        let e = with(bad).expect_err(bad).to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
