@@ -4,6 +4,7 @@ pub mod aws;
 pub mod catalog;
 pub mod config;
 pub mod events;
+pub mod glue_job;
 pub mod lake;
 pub mod lambda;
 pub mod metrics;

@@ -51,6 +51,9 @@ pub fn is_retryable_code(code: &str) -> bool {
             | "DatabaseConnectionException"
             // Someone else changed the resource between our read and our write.
             | "ConcurrentModificationException"
+            // Glue StartJobRun: the job's `MaxConcurrentRuns` are all busy; one frees when a
+            // run ends.
+            | "ConcurrentRunsExceededException"
     )
 }
 
