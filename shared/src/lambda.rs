@@ -157,12 +157,17 @@ pub async fn load_pipeline(
     Ok(Pipeline::parse(text, location)?)
 }
 
-/// The pipeline named by `SLUICE_PIPELINE`, parsed and validated.
-pub async fn pipeline_from_env(clients: &Clients) -> Result<Pipeline, StartupError> {
-    let location = env_var(PIPELINE_ENV).ok_or(StartupError::MissingEnv {
+/// Where `SLUICE_PIPELINE` says the pipeline file is (what the Glue route passes its job).
+pub fn pipeline_location() -> Result<String, StartupError> {
+    env_var(PIPELINE_ENV).ok_or(StartupError::MissingEnv {
         var: PIPELINE_ENV,
         hint: "an s3://bucket/key URL or a path to the pipeline file",
-    })?;
+    })
+}
+
+/// The pipeline named by `SLUICE_PIPELINE`, parsed and validated.
+pub async fn pipeline_from_env(clients: &Clients) -> Result<Pipeline, StartupError> {
+    let location = pipeline_location()?;
     let pipeline = load_pipeline(&location, &clients.s3).await?;
     tracing::info!(pipeline = %location, tables = pipeline.tables.len(), "pipeline loaded");
     Ok(pipeline)

@@ -54,6 +54,7 @@ async fn env() -> Env {
         transformer,
         lakes: sluice::lake::Lakes::S3(s3.clone()),
         catalog: Arc::new(GlueCatalog::new(glue.clone())),
+        glue: None,
         emit_metrics: false,
     };
     Env {

@@ -2,6 +2,8 @@
 //!
 //! The handler only turns the event into calls on the shared library: decode each record's
 //! key, skip what is not ours, transform the rest, emit one EMF metrics line per object.
+//! An object larger than the pipeline's `[glue]` threshold (the event's `s3.object.size`) is
+//! not transformed here: a run of the Glue job is started for it (`sluice::glue_job`).
 //! Every record is attempted; if any failed, the invocation fails naming each failed key
 //! (S3 then retries the event, and deterministic output keys make that harmless).
 
@@ -12,6 +14,7 @@ use serde_json::Value;
 
 use sluice::catalog::Catalog;
 use sluice::events::decode_s3_key;
+use sluice::glue_job::{GlueRoute, LargeObject};
 use sluice::lake::{layout, Lakes};
 use sluice::lambda::ErrorKind;
 pub use sluice::lambda::HandlerError;
@@ -23,6 +26,8 @@ pub struct Deps {
     /// The object store for each bucket an event names (S3, or one fixed lake).
     pub lakes: Lakes,
     pub catalog: Arc<dyn Catalog>,
+    /// The Glue route for objects above `[glue].threshold_bytes`; `None` without `[glue]`.
+    pub glue: Option<GlueRoute>,
     /// Print the EMF metrics line to stdout (CloudWatch turns it into metrics).
     pub emit_metrics: bool,
 }
@@ -32,6 +37,9 @@ pub struct Deps {
 pub struct Response {
     pub processed: Vec<Processed>,
     pub ignored: Vec<String>,
+    /// Objects handed to the Glue job, one run each (absent from the JSON when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub glue_job_runs: Vec<GlueJobRun>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -45,6 +53,25 @@ pub struct Processed {
     pub rows_quarantined: u64,
     pub files: usize,
     pub manifest_key: String,
+}
+
+/// An object above the Glue threshold, and the job run started for it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct GlueJobRun {
+    pub bucket: String,
+    pub key: String,
+    pub table: String,
+    pub size_bytes: u64,
+    pub job_name: String,
+    pub run_id: String,
+}
+
+/// What became of one record of the event.
+enum Outcome {
+    Processed(Processed),
+    GlueJobRun(GlueJobRun),
+    Ignored(String),
+    Failed(ErrorKind, String),
 }
 
 /// Handles one S3 notification event (or the `s3:TestEvent` S3 sends on set-up).
@@ -63,73 +90,13 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
     let mut failures = Vec::new();
     let mut worst = ErrorKind::BadInput;
     for (i, r) in records.iter().enumerate() {
-        let bucket = r.pointer("/s3/bucket/name").and_then(Value::as_str);
-        let raw_key = r.pointer("/s3/object/key").and_then(Value::as_str);
-        let (Some(bucket), Some(raw_key)) = (bucket, raw_key) else {
-            failures.push(format!(
-                "record {i}: missing s3.bucket.name or s3.object.key"
-            ));
-            continue;
-        };
-        let key = match decode_s3_key(raw_key) {
-            Ok(k) => k,
-            Err(e) => {
-                failures.push(format!("record {i}: {e}"));
-                continue;
-            }
-        };
-        let event_name = r.get("eventName").and_then(Value::as_str).unwrap_or("");
-        if !event_name.is_empty() && !event_name.starts_with("ObjectCreated") {
-            tracing::info!(
-                bucket,
-                key,
-                event_name,
-                "not an ObjectCreated event; ignored"
-            );
-            response.ignored.push(key);
-            continue;
-        }
-        if !layout::is_raw_object(&key) {
-            tracing::info!(
-                bucket,
-                key,
-                "key is outside raw/ (or a folder marker); ignored"
-            );
-            response.ignored.push(key);
-            continue;
-        }
-        let store = match deps.lakes.for_bucket(bucket) {
-            Ok(s) => s,
-            Err(e) => {
-                failures.push(format!("record {i}: {e}"));
-                continue;
-            }
-        };
-        match deps
-            .transformer
-            .transform_object(store.as_ref(), deps.catalog.as_ref(), &key, None)
-            .await
-        {
-            Ok(s) => {
-                if deps.emit_metrics {
-                    println!("{}", s.emf_line());
-                }
-                response.processed.push(Processed {
-                    bucket: bucket.to_string(),
-                    key,
-                    table: s.table,
-                    rows_read: s.counts.rows_read,
-                    rows_written: s.counts.rows_written,
-                    rows_duplicate: s.counts.rows_duplicate,
-                    rows_quarantined: s.counts.rows_quarantined,
-                    files: s.files.len(),
-                    manifest_key: s.manifest_key,
-                });
-            }
-            Err(e) => {
-                tracing::error!(bucket, key, error = %e, kind = ?e.kind(), "transform failed");
-                worst = worst.worst(e.kind());
-                failures.push(format!("s3://{bucket}/{key}: {e}"));
+        match handle_record(deps, i, r).await {
+            Outcome::Processed(p) => response.processed.push(p),
+            Outcome::GlueJobRun(g) => response.glue_job_runs.push(g),
+            Outcome::Ignored(key) => response.ignored.push(key),
+            Outcome::Failed(kind, message) => {
+                worst = worst.worst(kind);
+                failures.push(message);
             }
         }
     }
@@ -145,6 +112,135 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Response, HandlerError>
                 failures.join("; ")
             ),
         ))
+    }
+}
+
+/// One record: checks it is an object of ours, then transforms it here or hands it to Glue.
+async fn handle_record(deps: &Deps, i: usize, r: &Value) -> Outcome {
+    let bucket = r.pointer("/s3/bucket/name").and_then(Value::as_str);
+    let raw_key = r.pointer("/s3/object/key").and_then(Value::as_str);
+    let (Some(bucket), Some(raw_key)) = (bucket, raw_key) else {
+        return Outcome::Failed(
+            ErrorKind::BadInput,
+            format!("record {i}: missing s3.bucket.name or s3.object.key"),
+        );
+    };
+    let key = match decode_s3_key(raw_key) {
+        Ok(k) => k,
+        Err(e) => return Outcome::Failed(ErrorKind::BadInput, format!("record {i}: {e}")),
+    };
+    let event_name = r.get("eventName").and_then(Value::as_str).unwrap_or("");
+    if !event_name.is_empty() && !event_name.starts_with("ObjectCreated") {
+        tracing::info!(
+            bucket,
+            key,
+            event_name,
+            "not an ObjectCreated event; ignored"
+        );
+        return Outcome::Ignored(key);
+    }
+    if !layout::is_raw_object(&key) {
+        tracing::info!(
+            bucket,
+            key,
+            "key is outside raw/ (or a folder marker); ignored"
+        );
+        return Outcome::Ignored(key);
+    }
+    // S3 always sends the size; an event without one (hand-written) is transformed here.
+    let size = r.pointer("/s3/object/size").and_then(Value::as_u64);
+    match (&deps.glue, size) {
+        (Some(route), Some(size)) if route.routes(size) => {
+            start_glue_run(deps, route, bucket, key, size).await
+        }
+        _ => transform(deps, i, bucket, key).await,
+    }
+}
+
+/// Transforms the object in this invocation.
+async fn transform(deps: &Deps, i: usize, bucket: &str, key: String) -> Outcome {
+    let store = match deps.lakes.for_bucket(bucket) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(ErrorKind::BadInput, format!("record {i}: {e}")),
+    };
+    match deps
+        .transformer
+        .transform_object(store.as_ref(), deps.catalog.as_ref(), &key, None)
+        .await
+    {
+        Ok(s) => {
+            if deps.emit_metrics {
+                println!("{}", s.emf_line());
+            }
+            Outcome::Processed(Processed {
+                bucket: bucket.to_string(),
+                key,
+                table: s.table,
+                rows_read: s.counts.rows_read,
+                rows_written: s.counts.rows_written,
+                rows_duplicate: s.counts.rows_duplicate,
+                rows_quarantined: s.counts.rows_quarantined,
+                files: s.files.len(),
+                manifest_key: s.manifest_key,
+            })
+        }
+        Err(e) => {
+            tracing::error!(bucket, key, error = %e, kind = ?e.kind(), "transform failed");
+            Outcome::Failed(e.kind(), format!("s3://{bucket}/{key}: {e}"))
+        }
+    }
+}
+
+/// Starts a Glue job run for an object above the threshold. The table is resolved as the
+/// transform resolves it, so a key no table owns fails here as it would there.
+async fn start_glue_run(
+    deps: &Deps,
+    route: &GlueRoute,
+    bucket: &str,
+    key: String,
+    size_bytes: u64,
+) -> Outcome {
+    let table = match deps.transformer.table_for_key(&key) {
+        Ok(t) => t.name.clone(),
+        Err(e) => {
+            tracing::error!(bucket, key, error = %e, "no table owns the large object");
+            return Outcome::Failed(e.kind(), format!("s3://{bucket}/{key}: {e}"));
+        }
+    };
+    let object = LargeObject {
+        bucket,
+        key: &key,
+        table: &table,
+        size_bytes,
+    };
+    match route.start(&object).await {
+        Ok(run) => {
+            tracing::info!(
+                table,
+                key,
+                size_bytes,
+                threshold_bytes = route.config().threshold_bytes,
+                job_name = %run.job_name,
+                run_id = %run.run_id,
+                attempts = run.attempts,
+                "object above the Glue threshold: job run started"
+            );
+            if deps.emit_metrics {
+                println!("{}", run.emf_line(&object));
+            }
+            Outcome::GlueJobRun(GlueJobRun {
+                bucket: bucket.to_string(),
+                key: key.clone(),
+                table,
+                size_bytes,
+                job_name: run.job_name,
+                run_id: run.run_id,
+            })
+        }
+        Err(e) => {
+            tracing::error!(table, key, size_bytes, error = %e, kind = ?e.kind(), "Glue job run not started");
+            Outcome::Failed(e.kind(), e.to_string())
+        }
     }
 }
 
@@ -184,6 +280,7 @@ mod tests {
             transformer: Transformer::new(pipeline, hash_key)?,
             lakes: Lakes::Fixed(store.clone()),
             catalog: Arc::new(LocalCatalog::new(dir.path().join("catalog.json"))),
+            glue: None,
             emit_metrics: false,
         };
         let event: Value = serde_json::from_str(PUT_EVENT)?;

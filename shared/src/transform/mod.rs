@@ -162,21 +162,26 @@ impl Transformer {
         Ok(summary)
     }
 
+    /// The table that owns `key` (the longest `raw_prefix`), or the error a transform of the
+    /// key fails with. The Glue route resolves its `--table` argument here too.
+    pub fn table_for_key(&self, key: &str) -> Result<&TableConfig, TransformError> {
+        self.pipeline
+            .table_for_key(key)
+            .ok_or_else(|| TransformError::UnknownTable {
+                key: key.to_string(),
+                prefixes: self
+                    .pipeline
+                    .tables
+                    .iter()
+                    .map(|t| t.raw_prefix.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     /// The table that owns `key`, and its compiled plan.
     fn table_and_plan(&self, key: &str) -> Result<(&TableConfig, Arc<plan::Plan>), TransformError> {
-        let table =
-            self.pipeline
-                .table_for_key(key)
-                .ok_or_else(|| TransformError::UnknownTable {
-                    key: key.to_string(),
-                    prefixes: self
-                        .pipeline
-                        .tables
-                        .iter()
-                        .map(|t| t.raw_prefix.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+        let table = self.table_for_key(key)?;
         let plan = self
             .plans
             .get(&table.name)
