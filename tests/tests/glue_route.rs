@@ -19,9 +19,9 @@ use sluice::config::Pipeline;
 use sluice::glue_job::{GlueRoute, GlueStarter};
 use sluice::transform::{ErrorKind, Transformer};
 use sluice_tests::{
-    funnel_rows, funnel_sample, get_object, list_keys, moto_bucket, moto_endpoint,
-    moto_sdk_config, moto_secret, parquet_batches, pipeline_copy, put_object, unique_name,
-    workspace_root, LambdaFunction, Payload, TEST_HASH_KEY,
+    funnel_rows, funnel_sample, get_object, list_keys, moto_bucket, moto_endpoint, moto_sdk_config,
+    moto_secret, parquet_batches, pipeline_copy, put_object, unique_name, workspace_root,
+    LambdaFunction, Payload, TEST_HASH_KEY,
 };
 use sluice_transform::{handle, Deps};
 
@@ -217,7 +217,10 @@ async fn an_object_above_the_threshold_starts_a_job_run_and_one_below_is_transfo
         (g.bucket.as_str(), g.key.as_str(), g.table.as_str()),
         (e.bucket.as_str(), big_key, "funnel")
     );
-    assert_eq!((g.size_bytes, g.job_name.as_str()), (big.len() as u64, e.job.as_str()));
+    assert_eq!(
+        (g.size_bytes, g.job_name.as_str()),
+        (big.len() as u64, e.job.as_str())
+    );
     let runs = e.job_runs().await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].0, g.run_id, "the run id the response names");
@@ -229,7 +232,11 @@ async fn an_object_above_the_threshold_starts_a_job_run_and_one_below_is_transfo
     assert_eq!(p.key, small_key);
     assert_eq!(p.rows_written, small.expected.len() as u64);
     let curated = list_keys(&e.s3, &e.bucket, "curated/").await;
-    assert_eq!(curated.len(), 2, "two months of the small object: {curated:?}");
+    assert_eq!(
+        curated.len(),
+        2,
+        "two months of the small object: {curated:?}"
+    );
     let mut rows = Vec::new();
     for k in &curated {
         assert!(k.contains("/small-"), "only the small object's files: {k}");
@@ -239,7 +246,11 @@ async fn an_object_above_the_threshold_starts_a_job_run_and_one_below_is_transfo
     }
     assert_eq!(rows, small.expected);
     let manifests = list_keys(&e.s3, &e.bucket, "manifests/").await;
-    assert_eq!(manifests, vec![p.manifest_key.clone()], "no manifest for the large object");
+    assert_eq!(
+        manifests,
+        vec![p.manifest_key.clone()],
+        "no manifest for the large object"
+    );
     assert!(list_keys(&e.s3, &e.bucket, "quarantine/")
         .await
         .iter()
@@ -250,9 +261,12 @@ async fn an_object_above_the_threshold_starts_a_job_run_and_one_below_is_transfo
 async fn a_key_no_table_owns_fails_before_any_job_run() {
     let e = Env::new(3, 60).await;
     let deps = e.deps().await;
-    let err = handle(&deps, s3_event(&[(&e.bucket, "raw/nope/big.csv", THRESHOLD + 1)]))
-        .await
-        .expect_err("no table owns the key");
+    let err = handle(
+        &deps,
+        s3_event(&[(&e.bucket, "raw/nope/big.csv", THRESHOLD + 1)]),
+    )
+    .await
+    .expect_err("no table owns the key");
     assert_eq!(err.kind, ErrorKind::BadInput);
     assert!(err.message.contains("raw/nope/big.csv"), "{}", err.message);
     assert!(e.job_runs().await.is_empty());
@@ -298,7 +312,9 @@ fn moto_api_post(path: &str, body: &Value) {
     )
     .expect("write to moto");
     let mut reply = String::new();
-    stream.read_to_string(&mut reply).expect("read moto's reply");
+    stream
+        .read_to_string(&mut reply)
+        .expect("read moto's reply");
     assert!(
         reply.starts_with("HTTP/1.1 20") || reply.starts_with("HTTP/1.0 20"),
         "POST {path}: {reply}"

@@ -666,8 +666,14 @@ fn glue_section_routes_objects_above_the_threshold() {
     // Parse errors: a missing key, a negative threshold, an unknown key.
     for (bad, says) in [
         ("job_name = \"j\"", "threshold_bytes"),
-        ("job_name = \"j\"\nthreshold_bytes = -1", "glue.threshold_bytes"),
-        ("job_name = \"j\"\nthreshold_bytes = 1\nthreshold = 2", "threshold"),
+        (
+            "job_name = \"j\"\nthreshold_bytes = -1",
+            "glue.threshold_bytes",
+        ),
+        (
+            "job_name = \"j\"\nthreshold_bytes = 1\nthreshold = 2",
+            "threshold",
+        ),
     ] {
         let e = with(bad).expect_err(bad).to_string();
         assert!(e.contains(says), "{bad}: {e}");

@@ -170,7 +170,10 @@ fn backoff_doubles_to_its_cap_with_bounded_jitter() {
     for attempt in 1..12u32 {
         let base = Duration::from_secs(1 << (attempt - 1).min(4));
         let d = b.delay(attempt);
-        assert!(d <= base && d > base / 2, "{attempt}: {d:?} (base {base:?})");
+        assert!(
+            d <= base && d > base / 2,
+            "{attempt}: {d:?} (base {base:?})"
+        );
     }
     assert!(b.delay(u32::MAX) <= b.max, "no overflow");
 }
