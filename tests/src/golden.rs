@@ -131,8 +131,7 @@ pub fn cases() -> Vec<Case> {
 
 fn load_case(name: String, dir: PathBuf) -> Case {
     let text = std::fs::read_to_string(dir.join("case.toml")).expect("read case.toml");
-    let c: CaseFile =
-        toml::from_str(&text).unwrap_or_else(|e| panic!("{name}/case.toml: {e}"));
+    let c: CaseFile = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}/case.toml: {e}"));
     let inputs: Vec<PathBuf> = ["input.csv", "input.jsonl"]
         .iter()
         .map(|f| dir.join(f))
@@ -180,14 +179,19 @@ pub fn place_input(case: &Case, lake: &Path) {
     std::fs::copy(&case.input, &target).expect("copy the input into the lake");
 }
 
-/// Runs the Rust transform on the case into `lake` (step 2–3 of the README).
-pub async fn run_rust(case: &Case, lake: &Path) -> Result<(), String> {
-    let pipeline = Pipeline::from_path(&case.pipeline()).map_err(|e| e.to_string())?;
+/// Runs the Rust transform on the case into `lake` (step 2–3 of the README); with
+/// `batch_rows`, record batches of that many rows instead of the pipeline's (the output must
+/// not depend on where batches break).
+pub async fn run_rust(case: &Case, lake: &Path, batch_rows: Option<usize>) -> Result<(), String> {
+    let mut pipeline = Pipeline::from_path(&case.pipeline()).map_err(|e| e.to_string())?;
     if pipeline.tables.len() != 1 {
         return Err(format!(
             "pipeline.toml has {} tables; a case has one",
             pipeline.tables.len()
         ));
+    }
+    if let Some(n) = batch_rows {
+        pipeline.tables[0].output.batch_rows = n;
     }
     let key = sluice::secrets::load_hash_key(&pipeline, case.hash_key.as_deref(), None)
         .await
@@ -283,7 +287,10 @@ fn lines_text(lines: &[String]) -> String {
 /// rendering (no manifest, unreadable Parquet) are problems too.
 pub async fn render_lake(lake: &Path) -> (Outputs, Vec<String>) {
     let mut problems = Vec::new();
-    let mut out: Outputs = EXPECTED_FILES.iter().map(|f| (f.to_string(), None)).collect();
+    let mut out: Outputs = EXPECTED_FILES
+        .iter()
+        .map(|f| (f.to_string(), None))
+        .collect();
     let store = match LocalStore::new(lake) {
         Ok(s) => s,
         Err(e) => return (out, vec![format!("lake {}: {e}", lake.display())]),
@@ -416,9 +423,7 @@ fn quarantine_lines(b: &[u8]) -> Result<Vec<String>, String> {
         }
         records.push(canonical_reason(r));
     }
-    records.sort_by(|a, b| {
-        (a.line, &a.column, &a.reason).cmp(&(b.line, &b.column, &b.reason))
-    });
+    records.sort_by(|a, b| (a.line, &a.column, &a.reason).cmp(&(b.line, &b.column, &b.reason)));
     records
         .iter()
         .map(|r| serde_json::to_string(r).map_err(|e| e.to_string()))
@@ -539,9 +544,10 @@ pub fn compare(expected: &Outputs, actual: &Outputs) -> Vec<String> {
                 "{name}: the run produced one, none is expected:\n{}",
                 indent(&a)
             )),
-            (Some(e), Some(a)) if e != a => {
-                out.push(format!("{name} differs (- expected, + actual):\n{}", diff(&e, &a)))
-            }
+            (Some(e), Some(a)) if e != a => out.push(format!(
+                "{name} differs (- expected, + actual):\n{}",
+                diff(&e, &a)
+            )),
             _ => {}
         }
     }
@@ -575,7 +581,7 @@ pub fn diff(expected: &str, actual: &str) -> String {
             ops.push((' ', e[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+        } else if j < m && (i == n || lcs[i][j + 1] > lcs[i + 1][j]) {
             ops.push(('+', a[j]));
             j += 1;
         } else {
@@ -600,7 +606,11 @@ pub fn diff(expected: &str, actual: &str) -> String {
         }
         gap = false;
         let shown = line.strip_suffix('\n').unwrap_or(line);
-        let nl = if line.ends_with('\n') { "" } else { " (no final newline)" };
+        let nl = if line.ends_with('\n') {
+            ""
+        } else {
+            " (no final newline)"
+        };
         let _ = writeln!(s, "  {op} {shown}{nl}");
     }
     s

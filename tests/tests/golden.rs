@@ -6,8 +6,8 @@ use sluice_tests::golden::{
     cases, check_lake, compare, pyspark_job, render_lake, run_lake, run_pyspark, run_rust, Case,
 };
 
-/// Runs every case with `run`, then fails once with every case's problems.
-async fn judge_all(runner: &str, cases: &[Case], failures: Vec<(String, String)>) {
+/// Fails once with every case's problems (none: passes).
+fn judge_all(runner: &str, cases: &[Case], failures: Vec<(String, String)>) {
     if failures.is_empty() {
         return;
     }
@@ -26,13 +26,17 @@ fn blessing() -> bool {
     std::env::var("SLUICE_BLESS").is_ok_and(|v| v == "1")
 }
 
+/// Batch sizes every case also runs with (besides the pipeline's own): one row per batch and
+/// a small odd size, so dedup, partitioning and quarantine are checked across batch breaks.
+const BATCH_ROWS: [usize; 2] = [1, 7];
+
 #[tokio::test]
 async fn rust_transform_passes_every_golden_case() {
     let cases = cases();
     let mut failures = Vec::new();
     for case in &cases {
         let (lake, _guard) = run_lake(case, "rust");
-        if let Err(e) = run_rust(case, &lake).await {
+        if let Err(e) = run_rust(case, &lake, None).await {
             failures.push((case.name.clone(), e));
             continue;
         }
@@ -47,9 +51,20 @@ async fn rust_transform_passes_every_golden_case() {
         }
         if let Err(e) = check_lake(case, &lake).await {
             failures.push((case.name.clone(), e));
+            continue;
+        }
+        for n in BATCH_ROWS {
+            let (lake, _guard) = run_lake(case, &format!("rust-batch-{n}"));
+            let checked = match run_rust(case, &lake, Some(n)).await {
+                Ok(()) => check_lake(case, &lake).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                failures.push((format!("{} (batch_rows = {n})", case.name), e));
+            }
         }
     }
-    judge_all("Rust", &cases, failures).await;
+    judge_all("Rust", &cases, failures);
 }
 
 /// The PySpark job in local mode (`python3 infra/glue/transform_job.py --local …`), judged by
@@ -83,7 +98,7 @@ async fn pyspark_job_passes_every_golden_case() {
             failures.push((case.name.clone(), e));
         }
     }
-    judge_all("PySpark", &cases, failures).await;
+    judge_all("PySpark", &cases, failures);
 }
 
 /// Lakes produced some other way, one per case under `SLUICE_GOLDEN_OUTPUT_DIR/<case>/`
@@ -107,7 +122,7 @@ async fn external_output_passes_every_golden_case() {
             failures.push((case.name.clone(), e));
         }
     }
-    judge_all("external", &cases, failures).await;
+    judge_all("external", &cases, failures);
 }
 
 /// The comparison fails when an expected file is wrong: one changed row, one missing
@@ -119,7 +134,7 @@ async fn a_wrong_expected_file_fails_the_comparison() {
         .find(|c| c.expected_dir().join("quarantine.jsonl").is_file())
         .expect("a case with quarantined rows");
     let (lake, _guard) = run_lake(&case, "self-check");
-    run_rust(&case, &lake).await.expect("Rust run");
+    run_rust(&case, &lake, None).await.expect("Rust run");
     let (actual, problems) = render_lake(&lake).await;
     assert!(problems.is_empty(), "{problems:?}");
     let expected = case.expected();
