@@ -2,6 +2,10 @@
 //! Rust `Transformer` and the PySpark job's local mode, each judged by the one comparison in
 //! `sluice_tests::golden`. `SLUICE_BLESS=1` rewrites the expected files from the Rust run.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use sluice_tests::golden::{
     cases, check_lake, compare, pyspark_job, render_lake, run_lake, run_pyspark, run_rust, Case,
 };
@@ -69,7 +73,7 @@ async fn rust_transform_passes_every_golden_case() {
 
 /// The PySpark job in local mode (`python3 infra/glue/transform_job.py --local …`), judged by
 /// the same comparison. Its manifest is read with the loader's `Manifest::from_json`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn pyspark_job_passes_every_golden_case() {
     // The job is written on another branch at the same time as these cases; until it lands
     // there is nothing to run. Once the file exists every case must pass.
@@ -81,24 +85,55 @@ async fn pyspark_job_passes_every_golden_case() {
         return;
     }
     let cases = cases();
+    let lakes: Vec<_> = cases.iter().map(|c| run_lake(c, "pyspark")).collect();
+    let jobs: Vec<(&Case, &Path)> = cases
+        .iter()
+        .zip(&lakes)
+        .map(|(c, (lake, _))| (c, lake.as_path()))
+        .collect();
+    let ran = run_concurrently(&jobs, PYSPARK_AT_ONCE);
     let mut failures = Vec::new();
-    for case in &cases {
-        let (lake, _guard) = run_lake(case, "pyspark");
-        let ran = {
-            let (case, lake) = (case.clone(), lake.clone());
-            tokio::task::spawn_blocking(move || run_pyspark(&case, &lake))
-                .await
-                .expect("the PySpark run's thread")
+    for ((case, lake), ran) in jobs.iter().zip(ran) {
+        let checked = match ran {
+            Ok(()) => check_lake(case, lake).await,
+            Err(e) => Err(e),
         };
-        if let Err(e) = ran {
-            failures.push((case.name.clone(), e));
-            continue;
-        }
-        if let Err(e) = check_lake(case, &lake).await {
+        if let Err(e) = checked {
             failures.push((case.name.clone(), e));
         }
     }
     judge_all("PySpark", &cases, failures);
+}
+
+/// PySpark runs at once: each is a JVM of its own (about 10 s of start-up, under 1 GB), so a
+/// few in parallel cut the test's time without crowding the machine.
+const PYSPARK_AT_ONCE: usize = 3;
+
+/// `run_pyspark` on every job, `at_once` at a time, results in the jobs' order.
+fn run_concurrently(jobs: &[(&Case, &Path)], at_once: usize) -> Vec<Result<(), String>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<(), String>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..at_once {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((case, lake)) = jobs.get(i) else {
+                    break;
+                };
+                let r = run_pyspark(case, lake);
+                *results[i].lock().expect("result slot") = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("result slot")
+                .unwrap_or_else(|| Err("not run".into()))
+        })
+        .collect()
 }
 
 /// Lakes produced some other way, one per case under `SLUICE_GOLDEN_OUTPUT_DIR/<case>/`
