@@ -20,64 +20,6 @@ columns = [
 "#;
 
 #[tokio::test]
-async fn built_in_columns_are_read_from_their_json_fields_and_keep_their_names() {
-    let l = lake();
-    // `op` and `lsn` are decoys: a built-in is read from the field of its own name only.
-    let body = concat!(
-        r#"{"id":1,"name":"a","_op":"insert","_lsn":10,"_commit_ts":"2024-03-01T10:00:00Z"}"#,
-        "\n",
-        r#"{"id":1,"name":"b","_op":"update","_lsn":12,"_commit_ts":"2024-03-01T10:05:00Z","op":"x","lsn":1}"#,
-        "\n",
-        r#"{"id":2,"name":"c","_op":"insert","_lsn":11,"_commit_ts":"2024-03-02T00:00:00Z"}"#,
-        "\n",
-        r#"{"id":2,"_op":"delete","_lsn":13,"_commit_ts":"2024-03-03T00:00:00Z"}"#,
-        "\n",
-    );
-    put(&l, "raw/changes/c.jsonl", body.as_bytes()).await;
-    let s = transformer(CHANGES)
-        .transform_object(&l.store, &l.catalog, "raw/changes/c.jsonl", None)
-        .await
-        .expect("transform");
-    assert_eq!(
-        s.counts,
-        Counts {
-            rows_read: 4,
-            rows_written: 2,
-            rows_duplicate: 2,
-            rows_quarantined: 0
-        }
-    );
-    assert_eq!(
-        rows(&l, "changes").await,
-        vec![
-            "id=1|name=b|_op=update|_lsn=12|_commit_ts=2024-03-01T10:05:00Z",
-            "id=2|name=∅|_op=delete|_lsn=13|_commit_ts=2024-03-03T00:00:00Z",
-        ]
-    );
-    let t = l
-        .catalog
-        .get_table("test_db", "changes")
-        .await
-        .expect("cat")
-        .expect("table");
-    let cols: Vec<(&str, &str)> = t
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.glue_type.as_str()))
-        .collect();
-    assert_eq!(
-        cols,
-        vec![
-            ("id", "bigint"),
-            ("name", "string"),
-            ("_op", "string"),
-            ("_lsn", "bigint"),
-            ("_commit_ts", "timestamp")
-        ]
-    );
-}
-
-#[tokio::test]
 async fn a_csv_header_names_a_built_in_column_exactly() {
     let l = lake();
     let t = transformer(&CHANGES.replace("format = \"jsonl\"", "format = \"csv\""));

@@ -1,7 +1,11 @@
 //! Engine tests on the local lake and local catalog: rows read back from Parquet and compared.
-//! `events.rs`: a CSV table of events (dedup, quarantine, PII hash, files and partitions);
-//! `examples.rs`: the tables of `examples/pipeline.toml`; `builtin.rs`: built-in columns;
-//! `varchar.rs`: Redshift's VARCHAR and VARBYTE limits on tables with a warehouse section.
+//! What one input must become (typing, cleaning, flattening, PII, dedup, quarantine reasons,
+//! key names) is in the golden cases, `tests/golden/`, which the PySpark job passes too; here
+//! is what they cannot show: scale and batch breaks, memory bounds and file rolling, re-runs
+//! and upgrades, schema changes, errors that refuse a whole object.
+//! `events.rs`: a CSV table of events; `examples.rs`: the tables of `examples/pipeline.toml`;
+//! `builtin.rs`: built-in columns named by a CSV header; `varchar.rs`: Redshift's VARCHAR and
+//! VARBYTE limits on tables with a warehouse section.
 
 use std::io::Write;
 use std::sync::Arc;
