@@ -1377,31 +1377,55 @@ def parse_timestamp(b: bytes, formats: list[str], epoch_unit: str) -> int:
 _FLOAT_RE = re.compile(rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))")
 
 
-def _b64_error(b: bytes) -> str:
-    """base64 0.22's DecodeError text for STANDARD (padding required)."""
-    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    body = b.rstrip(b"=")
-    pad = len(b) - len(body)
-    for i, c in enumerate(body):
-        if c not in alphabet:
-            return f"Invalid symbol {c}, offset {i}."
-    if len(b) % 4 == 1 or pad > 2:
-        if len(b) % 4 == 1:
-            return "Invalid input length."
-        return f"Invalid symbol {ord('=')}, offset {len(body)}."
-    if len(b) % 4 != 0:
-        return "Invalid padding."
-    return "Invalid last symbol {}, offset {}.".format(body[-1], len(body) - 1) if body else "Invalid padding."
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_VAL = {c: i for i, c in enumerate(_B64)}
 
 
 def parse_base64(b: bytes) -> bytes:
-    try:
-        out = base64.b64decode(b, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError_(f"not base64: {_b64_error(b)}")
-    if base64.b64encode(out) != b:  # non-canonical trailing bits are refused by the Rust crate
-        raise ValueError_(f"not base64: {_b64_error(b)}")
-    return out
+    """base64 0.22's STANDARD engine (canonical padding, no trailing bits), with its
+    `DecodeError` text: the Rust reason is `not base64: <that text>`."""
+
+    def bad(msg: str):
+        return ValueError_(f"not base64: {msg}")
+
+    n = len(b)
+    rem = n % 4
+    if rem == 1 and b[-1] != 61 and b[-1] not in _B64_VAL:
+        raise bad(f"Invalid symbol {b[-1]}, offset {n - 1}.")
+    body_end = n - rem if rem else max(n - 4, 0)
+    for i in range(body_end):
+        if b[i] not in _B64_VAL:
+            raise bad(f"Invalid symbol {b[i]}, offset {i}.")
+    morsels: list[int] = []
+    pads = 0
+    first_pad = 0
+    last_symbol = 0
+    for j, c in enumerate(b[body_end:]):
+        if c == 61:
+            if j < 2:
+                raise bad(f"Invalid symbol {c}, offset {body_end + j}.")
+            if pads == 0:
+                first_pad = j
+            pads += 1
+            continue
+        if pads:
+            raise bad(f"Invalid symbol 61, offset {body_end + first_pad}.")
+        last_symbol = c
+        if c not in _B64_VAL:
+            raise bad(f"Invalid symbol {c}, offset {body_end + j}.")
+        morsels.append(_B64_VAL[c])
+    if n > body_end and len(morsels) < 2:
+        raise bad(f"Invalid input length: {body_end + len(morsels)}")
+    if (pads + len(morsels)) % 4 != 0:
+        raise bad("Invalid padding")
+    num = 0
+    for k, m in enumerate(morsels):
+        num |= m << (26 - 6 * k)
+    keep = len(morsels) * 6 // 8
+    mask = (0xFFFFFFFF >> (keep * 8)) & 0xFFFFFFFF
+    if num & mask:
+        raise bad(f"Invalid last symbol {last_symbol}, offset {body_end + len(morsels) - 1}.")
+    return base64.b64decode(b)
 
 
 def parse_text(b: bytes, ty: ColType, t: Table):
