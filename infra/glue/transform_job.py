@@ -176,6 +176,7 @@ def spark_session(local: bool):
         b = (
             b.master("local[1]")
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "1")
             .config("spark.default.parallelism", "1")
             .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
@@ -618,10 +619,13 @@ class GlueCatalog:
 def _parse_args(argv):
     p = argparse.ArgumentParser(description="Sluice transform of one source object, on Spark.")
     p.add_argument("--local", action="store_true", help="local lake directory, no catalog (tests)")
-    p.add_argument("--pipeline", required=True, help="pipeline TOML: a path, or s3://bucket/key in Glue mode")
+    p.add_argument("--pipeline", help="pipeline TOML: a path, or s3://bucket/key in Glue mode")
     p.add_argument("--lake", help="local mode: the lake directory")
     p.add_argument("--source-key", dest="source_key_local", help="local mode: the raw object's key")
     p.add_argument("--hash-key-file", help="the HMAC key file, instead of the pipeline's [hash_key]")
+    p.add_argument("--cases", help="local batch mode: a directory of golden cases (tests/golden), all "
+                   "run in one Spark session (one JVM start instead of one per case)")
+    p.add_argument("--out", help="with --cases: where each case's lake goes, <out>/<case>/")
     p.add_argument("--source_bucket", help="Glue mode: the lake bucket")
     p.add_argument("--source_key", help="Glue mode: the raw object's key")
     p.add_argument("--table", help="Glue mode: the table (checked against the key's table)")
@@ -662,6 +666,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     started = time.time()
+    if args.cases:
+        return run_cases(args.cases, args.out)
+    if not args.pipeline:
+        raise SystemExit("--pipeline is required")
     if args.local:
         if not (args.lake and args.source_key_local):
             raise SystemExit("--local needs --lake and --source-key")
@@ -704,6 +712,54 @@ def main(argv=None) -> int:
         }),
     )
     return 0
+
+
+def run_cases(cases_dir: str, out_dir: Optional[str]) -> int:
+    """Every golden case under `cases_dir` (a folder with case.toml), each into a fresh lake
+    `<out_dir>/<case>/`, as tests/golden/README.md describes one run, in one Spark session. A
+    case that fails leaves its error in `<out_dir>/<case>/error.txt`; the exit status is 1 when
+    any failed."""
+    if not out_dir:
+        raise SystemExit("--cases needs --out")
+    cases = sorted(
+        d for d in os.listdir(cases_dir) if os.path.isfile(os.path.join(cases_dir, d, "case.toml"))
+    )
+    only = os.environ.get("SLUICE_GOLDEN_CASE")
+    if only:
+        cases = [c for c in cases if c == only]
+    spark = spark_session(local=True)
+    failed = 0
+    try:
+        for case in cases:
+            src = os.path.join(cases_dir, case)
+            lake_root = os.path.join(out_dir, case)
+            shutil.rmtree(lake_root, ignore_errors=True)
+            os.makedirs(lake_root)
+            try:
+                with open(os.path.join(src, "case.toml"), "rb") as f:
+                    source_key = rows.tomllib.load(f)["source_key"]
+                inputs = [n for n in os.listdir(src) if n.startswith("input.")]
+                if len(inputs) != 1:
+                    raise rows.ConfigError(f"case {case}: expected one input.* file, found {inputs}")
+                lake = LocalLake(lake_root)
+                os.makedirs(os.path.dirname(lake.path(source_key)), exist_ok=True)
+                shutil.copyfile(os.path.join(src, inputs[0]), lake.path(source_key))
+                pipeline_path = os.path.join(src, "pipeline.toml")
+                text, base_dir = _read_pipeline_text(pipeline_path)
+                pipeline = rows.parse_pipeline(text)
+                key_file = os.path.join(src, "hash.key")
+                hash_key = _hash_key(pipeline, key_file if os.path.exists(key_file) else None, base_dir)
+                out = transform(spark, lake, lambda root=lake_root: LocalLake(root), pipeline, source_key, hash_key)
+                log.info("case %s: %s", case, json.dumps(out.counts))
+            except Exception as e:  # one case's failure is reported, the others still run
+                failed += 1
+                log.error("case %s failed: %s", case, e)
+                with open(os.path.join(lake_root, "error.txt"), "w", encoding="utf-8") as f:
+                    f.write(f"{type(e).__name__}: {e}\n")
+    finally:
+        spark.stop()
+    log.info("%d cases, %d failed", len(cases), failed)
+    return 1 if failed else 0
 
 
 def glue_main() -> int:
