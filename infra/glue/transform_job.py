@@ -123,7 +123,7 @@ class S3Lake:
         return f"s3://{self.bucket}/{key}"
 
     def open(self, key: str):
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]._raw_stream
+        return _BodyReader(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"])
 
     def head(self, key: str) -> tuple[int, Optional[str]]:
         h = self.s3.head_object(Bucket=self.bucket, Key=key)
@@ -142,6 +142,13 @@ class S3Lake:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     def move_in(self, scratch_uri: str, key: str) -> tuple[int, Optional[str]]:
+        if scratch_uri.startswith("file:"):
+            # A local scratch (SLUICE_GLUE_TEMP=file:///…): a single-machine run against S3.
+            path = scratch_uri[len("file://"):] if scratch_uri.startswith("file://") else scratch_uri[len("file:"):]
+            self.s3.upload_file(path, self.bucket, key)
+            os.remove(path)
+            h = self.s3.head_object(Bucket=self.bucket, Key=key)
+            return h["ContentLength"], _etag(h.get("ETag"))
         bucket, skey = _split_s3(scratch_uri)
         # Multipart-aware managed copy: Parquet files may pass the 5 GB CopyObject limit.
         self.s3.copy({"Bucket": bucket, "Key": skey}, self.bucket, key)
@@ -151,6 +158,25 @@ class S3Lake:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a raw stream, so it can be buffered (and gunzipped) like a file."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.body.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
 
 
 def _etag(e: Optional[str]) -> Optional[str]:
