@@ -11,7 +11,6 @@ mirrors. Quarantine reasons are the Rust text, word for word: the golden cases c
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as _dt
 import decimal
 import gzip

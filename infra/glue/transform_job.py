@@ -16,10 +16,11 @@ Order of effects, as `shared/src/transform/mod.rs`:
 
 Modes:
 - Glue: `--source_bucket B --source_key K --table T --pipeline s3://…/pipeline.toml` (what the
-  Rust transform passes to StartJobRun), hash key from Secrets Manager (or the pipeline's file
-  when it is an S3 object's sibling… not supported: Glue reads `[hash_key] secret`).
+  Rust transform passes to StartJobRun); the hash key from the pipeline's `[hash_key] secret`
+  (Secrets Manager). A `[hash_key] file` is a local path, so it works in local mode only.
 - Local (tests, the golden cases): `--local --pipeline P --lake DIR --source-key K
-  [--hash-key-file F]`; no catalog.
+  [--hash-key-file F]`; no catalog. `--cases DIR --out DIR` runs every golden case in one
+  Spark session.
 
 Deploy: this file is the job's script; `sluice_rows.py` goes in `--extra-py-files`, and
 `--additional-python-modules xxhash==4.1.0` (plus `tomli` on Python 3.10 runtimes).
