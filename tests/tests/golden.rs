@@ -75,15 +75,11 @@ async fn rust_transform_passes_every_golden_case() {
 /// the same comparison. Its manifest is read with the loader's `Manifest::from_json`.
 #[tokio::test]
 async fn pyspark_job_passes_every_golden_case() {
-    // The job is written on another branch at the same time as these cases; until it lands
-    // there is nothing to run. Once the file exists every case must pass.
-    if !pyspark_job().is_file() {
-        eprintln!(
-            "{} does not exist yet: nothing to compare",
-            pyspark_job().display()
-        );
-        return;
-    }
+    assert!(
+        pyspark_job().is_file(),
+        "{} is missing: the Glue route's job must pass the same cases",
+        pyspark_job().display()
+    );
     let cases = cases();
     let lakes: Vec<_> = cases.iter().map(|c| run_lake(c, "pyspark")).collect();
     let jobs: Vec<(&Case, &Path)> = cases
