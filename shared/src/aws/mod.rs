@@ -108,6 +108,15 @@ impl Clients {
         Self::build(&sdk, &OpRecorder::from_env)
     }
 
+    /// The clients for a test that runs `function`'s handler in its own process: what they
+    /// call is recorded as `function`'s (the binary name), as if its bootstrap had called it.
+    /// Give them to the handler only; fixtures go through clients of their own.
+    pub fn recorded_as(sdk: aws_config::SdkConfig, function: &str) -> Self {
+        Self::build(&sdk, &|service| {
+            OpRecorder::from_env(service).map(|r| r.owned_by(function))
+        })
+    }
+
     fn build(sdk: &aws_config::SdkConfig, rec: RecorderFor<'_>) -> Self {
         Self {
             s3: s3_with(sdk, rec),

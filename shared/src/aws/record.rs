@@ -18,10 +18,12 @@
 //! tests' `cargo lambda` harness set it to the function's name, which is its binary's name),
 //! else the executable's name without cargo's `-<hash>` suffix (`sluice` for the CLI,
 //! `warehouse_dataapi` for a test binary). Only the functions' own processes are attributed
-//! to a function: an in-process test does not say which function's path it runs, and a guess
-//! would let a permission through that the function does not need, or blame one it does. So
-//! the check rests on the tests that run the built bootstraps (`tests/src/lambda.rs`); what
-//! they cannot reach is listed with its reason in `infra/aws-operations.toml`.
+//! to a function by default: an in-process test does not say which function's path it runs,
+//! and a guess would let a permission through that the function does not need, or blame one
+//! it does. So the check rests on the tests that run the built bootstraps
+//! (`tests/src/lambda.rs`), and on in-process tests that say so by giving a handler clients
+//! built with `Clients::recorded_as(sdk, "transform")`; what no test reaches is listed with
+//! its reason in `infra/aws-operations.toml`.
 //!
 //! Clients the test harness builds for fixtures (`sluice::aws::s3_config` used directly) carry
 //! no recorder: their calls are the tests', not the code's.
@@ -81,6 +83,11 @@ impl OpRecorder {
     pub fn from_env(service: &'static str) -> Option<Self> {
         let path = std::env::var_os(RECORD_ENV).filter(|p| !p.is_empty())?;
         Some(OpRecorder::new(path, process_owner(), service))
+    }
+
+    /// The same recorder with another owner.
+    pub fn owned_by(self, owner: &str) -> Self {
+        OpRecorder::new(self.inner.path.clone(), owner, self.inner.service)
     }
 
     fn record(&self, operation: &str) {
