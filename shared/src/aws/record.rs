@@ -192,7 +192,7 @@ mod tests {
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .build();
         let clients = super::super::Clients::build(&sdk, &|service| {
-            Some(OpRecorder::new(&path, "transform", service))
+            Some(OpRecorder::new(&path, "some_test", service).owned_by("transform"))
         });
         for _ in 0..2 {
             let _ = clients.s3.list_objects_v2().bucket("b").send().await;
