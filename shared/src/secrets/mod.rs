@@ -121,7 +121,7 @@ pub async fn load_hash_key(
         return match secrets {
             Some(client) => HashKey::from_secrets_manager(client, id).await,
             None => {
-                let client = aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await);
+                let client = crate::aws::secrets_client(&crate::aws::sdk_config().await);
                 HashKey::from_secrets_manager(&client, id).await
             }
         }
