@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod conformance;
 pub mod dataapi;
-pub mod golden;
 #[cfg(test)]
 mod events;
+pub mod golden;
 pub mod lambda;
 pub use lambda::{built_binary, Invocation, LambdaFunction, Payload, RunningLambda};
 
