@@ -408,6 +408,9 @@ def json_field_name(base: str, path: str) -> str:
 
 
 def compile_plan(t: Table) -> Plan:
+    for f in t.timestamp_formats:
+        # Fails the job, naming the specifier, before any row is read (see `_CHRONO_TO_PY`).
+        _ts_format(f)
     inputs: list[Input] = []
     slots: list[Slot] = []
     pii_of_slot: list[Optional[PiiRule]] = []
@@ -530,135 +533,182 @@ def open_source(raw: io.RawIOBase | io.BufferedIOBase, key: str) -> io.BufferedI
 def csv_records(stream, delimiter: int, quote: int, max_record_bytes: int) -> Iterator[Record]:
     """Records as csv-core reads them (decode/csv.rs): CR, LF or CRLF end a record, blank lines
     are skipped, a quote opens a quoted field only at its start, `""` inside is a quote, bytes
-    after a closing quote join the field. A UTF-8 BOM at the start is dropped."""
+    after a closing quote join the field. A UTF-8 BOM at the start is dropped.
+
+    The input is read chunk by chunk and the parser's state carries across chunks, so a record
+    never has to be whole in memory: once it is over `max_record_bytes` (its bytes plus one per
+    field, as decode/csv.rs counts) only its first `max_record_bytes` bytes are kept and the rest
+    is counted and dropped up to the record's end, as csv-core streams it through a scratch
+    buffer. An unterminated quote thus costs at most `max_record_bytes` of memory."""
     head = b""
     while len(head) < 3:
-        chunk = stream.read(3 - len(head))
-        if not chunk:
+        got = stream.read(3 - len(head))
+        if not got:
             break
-        head += chunk
-    buf = head[3:] if head == _BOM else head
-    pos = 0
-    eof = False
-    nl = 0  # '\n' bytes consumed: csv-core's line counter, minus one
-    q = bytes([quote])
-    term_re = re.compile(rb"[\r\n]")
-
-    def more() -> bool:
-        nonlocal buf, pos, eof
-        if eof:
-            return False
+        head += got
+    rd = _CsvReader(delimiter, quote, max_record_bytes)
+    chunk = head[3:] if head == _BOM else head
+    while True:
+        if chunk:
+            yield from rd.feed(chunk)
         chunk = stream.read(READ_BYTES)
         if not chunk:
-            eof = True
-            return False
-        buf = buf[pos:] + chunk
-        pos = 0
-        return True
-
-    while True:
-        # StartRecord: record terminators (blank lines) are skipped.
-        while True:
-            while pos < len(buf) and buf[pos] in (10, 13):
-                nl += buf[pos] == 10
-                pos += 1
-            if pos < len(buf) or not more():
-                break
-        if pos >= len(buf):
-            return
-        while True:
-            m = term_re.search(buf, pos)
-            if m is None and not eof and more():
-                continue
-            line_end = m.start() if m else len(buf)
-            if buf.find(q, pos, line_end) < 0:
-                # The common case: no quote, so the line is the record.
-                fields = buf[pos:line_end].split(bytes([delimiter]))
-                consumed = line_end + 1 if m else line_end
-                nl += 1 if m and buf[line_end] == 10 else 0
-                last = buf[consumed - 1]
-                pos = consumed
-                yield _csv_record(fields, nl, last, max_record_bytes)
-                break
-            got = _csv_quoted(buf, pos, delimiter, quote, eof)
-            if got is None:
-                more()
-                continue
-            fields, consumed = got
-            nl += buf.count(b"\n", pos, consumed)
-            last = buf[consumed - 1]
-            pos = consumed
-            yield _csv_record(fields, nl, last, max_record_bytes)
             break
+    yield from rd.finish()
 
 
-def _csv_record(fields: list[bytes], nl: int, last: Optional[int], max_record_bytes: int) -> Record:
-    # decode/csv.rs `finish_record`: csv-core's line() is 1 + '\n' read; the record's own '\n'
-    # counts only when it ended on one.
-    end_line = nl + (0 if last == 10 else 1)
-    total = sum(len(f) for f in fields)
-    if total + len(fields) > max_record_bytes:
-        data = b"".join(fields)[:max_record_bytes]
-        return Record(end_line, None, data, True, total)
-    return Record(end_line, fields, b"", False, total)
+# The reader's states: between records (terminators are skipped), at a field's start, in an
+# unquoted field, in a quoted field, just after a quote inside a quoted field.
+_S_REC, _S_START, _S_IN, _S_QUOTED, _S_QUOTE = range(5)
 
 
-def _csv_quoted(buf: bytes, pos: int, delim: int, quote: int, eof: bool):
-    """The csv-core state machine over one record from `pos`. (fields, end) or None when the
-    buffer ends first and more input may come."""
-    fields: list[bytes] = []
-    cur = bytearray()
-    state = 0  # 0 start field, 1 in field, 2 in quoted, 3 after a quote in a quoted field
-    i = pos
-    n = len(buf)
-    while i < n:
-        c = buf[i]
-        if state == 0:
-            if c == quote:
-                state = 2
-            elif c == delim:
-                fields.append(bytes(cur))
-                cur = bytearray()
-            elif c in (10, 13):
-                fields.append(bytes(cur))
-                return fields, i + 1
-            else:
-                cur.append(c)
-                state = 1
-        elif state == 1:
-            if c == delim:
-                fields.append(bytes(cur))
-                cur = bytearray()
-                state = 0
-            elif c in (10, 13):
-                fields.append(bytes(cur))
-                return fields, i + 1
-            else:
-                cur.append(c)
-        elif state == 2:
-            if c == quote:
-                state = 3
-            else:
-                cur.append(c)
+class _CsvReader:
+    """csv-core's state machine, resumable at any byte (see `csv_records`)."""
+
+    def __init__(self, delimiter: int, quote: int, max_record_bytes: int):
+        self.delim = delimiter
+        self.quote = quote
+        self.q = bytes([quote])
+        self.d = bytes([delimiter])
+        self.max = max_record_bytes
+        self.term_re = re.compile(rb"[\r\n]")
+        self.field_re = re.compile(b"[" + re.escape(self.d) + rb"\r\n]")
+        self.state = _S_REC
+        self.nl = 0  # '\n' bytes consumed: csv-core's line counter, minus one
+        self.last: Optional[int] = None  # the last byte consumed
+        self._reset()
+
+    def _reset(self) -> None:
+        self.fields: list[bytes] = []
+        self.cur = bytearray()
+        self.out = 0  # the record's field bytes, kept or not
+        self.oversize = False
+        self.data = b""
+
+    def _append(self, piece: bytes) -> None:
+        self.out += len(piece)
+        if self.oversize:
+            return
+        self.cur += piece
+        self._check()
+
+    def _check(self) -> None:
+        # decode/csv.rs: field bytes plus the field ends so far, over the limit → oversize; the
+        # first `max_record_bytes` bytes stay, the rest is dropped as it comes.
+        if self.out + len(self.fields) > self.max:
+            self.oversize = True
+            self.data = (b"".join(self.fields) + bytes(self.cur))[: self.max]
+            self.fields = []
+            self.cur = bytearray()
+
+    def _end_field(self) -> None:
+        if self.oversize:
+            return
+        self.fields.append(bytes(self.cur))
+        self.cur = bytearray()
+        self._check()
+
+    def _end_record(self) -> Record:
+        # decode/csv.rs `finish_record`: csv-core's line() is 1 + '\n' read; the record's own
+        # '\n' counts only when it ended on one.
+        end_line = self.nl + (0 if self.last == 10 else 1)
+        if self.oversize:
+            rec = Record(end_line, None, self.data, True, self.out)
         else:
-            if c == quote:
-                cur.append(c)
-                state = 2
-            elif c == delim:
-                fields.append(bytes(cur))
-                cur = bytearray()
-                state = 0
-            elif c in (10, 13):
-                fields.append(bytes(cur))
-                return fields, i + 1
-            else:
-                cur.append(c)
-                state = 1
-        i += 1
-    if not eof:
-        return None
-    fields.append(bytes(cur))
-    return fields, n
+            rec = Record(end_line, self.fields, b"", False, self.out)
+        self._reset()
+        self.state = _S_REC
+        return rec
+
+    def feed(self, buf: bytes) -> Iterator[Record]:
+        i = 0
+        n = len(buf)
+        delim, quote = self.delim, self.quote
+        while i < n:
+            st = self.state
+            if st == _S_REC:
+                while i < n and buf[i] in (10, 13):
+                    self.nl += buf[i] == 10
+                    i += 1
+                if i == n:
+                    break
+                # The common case: the whole line is in this chunk and holds no quote.
+                m = self.term_re.search(buf, i)
+                if m is not None and buf.find(self.q, i, m.start()) < 0:
+                    e = m.start()
+                    fields = buf[i:e].split(self.d)
+                    total = e - i - (len(fields) - 1)
+                    self.nl += buf[e] == 10
+                    self.last = buf[e]
+                    i = e + 1
+                    if total + len(fields) > self.max:
+                        yield Record(self.nl + (0 if self.last == 10 else 1), None, b"".join(fields)[: self.max], True, total)
+                    else:
+                        yield Record(self.nl + (0 if self.last == 10 else 1), fields, b"", False, total)
+                    continue
+                self.state = _S_START
+            elif st == _S_START:
+                c = buf[i]
+                if c == quote:
+                    self.state = _S_QUOTED
+                    i += 1
+                else:
+                    self.state = _S_IN
+            elif st == _S_IN:
+                m = self.field_re.search(buf, i)
+                if m is None:
+                    self._append(buf[i:])
+                    i = n
+                    break
+                e = m.start()
+                if e > i:
+                    self._append(buf[i:e])
+                c = buf[e]
+                i = e + 1
+                if c == delim:
+                    self._end_field()
+                    self.state = _S_START
+                else:
+                    self.nl += c == 10
+                    self.last = c
+                    self._end_field()
+                    yield self._end_record()
+            elif st == _S_QUOTED:
+                e = buf.find(self.q, i)
+                end = n if e < 0 else e
+                self.nl += buf.count(b"\n", i, end)
+                if end > i:
+                    self._append(buf[i:end])
+                if e < 0:
+                    i = n
+                    break
+                self.state = _S_QUOTE
+                i = e + 1
+            else:  # _S_QUOTE
+                c = buf[i]
+                i += 1
+                if c == quote:
+                    self._append(self.q)
+                    self.state = _S_QUOTED
+                elif c == delim:
+                    self._end_field()
+                    self.state = _S_START
+                elif c in (10, 13):
+                    self.nl += c == 10
+                    self.last = c
+                    self._end_field()
+                    yield self._end_record()
+                else:
+                    self._append(bytes([c]))
+                    self.state = _S_IN
+        if n:
+            self.last = buf[n - 1]
+
+    def finish(self) -> Iterator[Record]:
+        """The end of the input ends a record in progress (an open quote included)."""
+        if self.state != _S_REC:
+            self._end_field()
+            yield self._end_record()
 
 
 def _is_ascii_ws(b: bytes) -> bool:
@@ -667,33 +717,55 @@ def _is_ascii_ws(b: bytes) -> bool:
 
 
 def jsonl_records(stream, max_record_bytes: int) -> Iterator[Record]:
-    """decode/jsonl.rs: one record per non-blank line; CRLF and a BOM tolerated."""
+    """decode/jsonl.rs: one record per non-blank line; CRLF and a BOM tolerated. A line over
+    `max_record_bytes` keeps only its first `max_record_bytes` bytes; the rest is counted and
+    dropped as it is read, so a line without end costs no more memory than that."""
     line = 0
+    cur = bytearray()
+    total = 0
+    oversize = False
 
-    def one(raw: bytes) -> Iterator[Record]:
-        nonlocal line
+    def push(b: bytes) -> None:
+        nonlocal cur, total, oversize
+        total += len(b)
+        room = max(max_record_bytes - len(cur), 0)
+        if len(b) > room:
+            oversize = True
+            b = b[:room]
+        cur += b
+
+    def end() -> Iterator[Record]:
+        nonlocal line, cur, total, oversize
         line += 1
-        oversize = len(raw) > max_record_bytes
-        kept = raw[:max_record_bytes]
+        kept = bytes(cur)
         if line == 1 and kept.startswith(_BOM):
             kept = kept[3:]
         if not oversize and kept.endswith(b"\r"):
             kept = kept[:-1]
-        if not oversize and _is_ascii_ws(kept):
-            return
-        yield Record(line, None, kept, oversize, len(raw))
+        rec = None
+        if oversize or not _is_ascii_ws(kept):
+            rec = Record(line, None, kept, oversize, total)
+        cur = bytearray()
+        total = 0
+        oversize = False
+        if rec is not None:
+            yield rec
 
-    pending = b""
     while True:
         chunk = stream.read(READ_BYTES)
         if not chunk:
             break
-        parts = (pending + chunk).split(b"\n")
-        pending = parts.pop()
-        for raw in parts:
-            yield from one(raw)
-    if pending:
-        yield from one(pending)
+        i = 0
+        while True:
+            j = chunk.find(b"\n", i)
+            if j < 0:
+                push(chunk[i:])
+                break
+            push(chunk[i:j])
+            yield from end()
+            i = j + 1
+    if cur or oversize:
+        yield from end()
 
 
 def records(stream, t: Table) -> Iterator[Record]:
@@ -1325,17 +1397,125 @@ def epoch_to_us(v: int, unit: str) -> int:
     return us
 
 
-# chrono strftime → Python strptime, for the table's `timestamp_formats` (the common subset).
+# chrono strftime → Python strptime, for the table's `timestamp_formats`. A specifier without a
+# faithful translation is refused when the plan is compiled (`compile_timestamp_format`): passed
+# through, strptime would refuse every value, and every row would be quarantined where the Rust
+# transform accepts it.
 _CHRONO_TO_PY = {
     "%Y": "%Y", "%m": "%m", "%d": "%d", "%H": "%H", "%M": "%M", "%S": "%S", "%y": "%y",
     "%b": "%b", "%B": "%B", "%h": "%b", "%a": "%a", "%A": "%A", "%p": "%p", "%I": "%I",
-    "%j": "%j", "%z": "%z", "%Z": "%Z", "%f": "%f", "%%": "%%", "%e": "%d", "%T": "%H:%M:%S",
-    "%D": "%m/%d/%y", "%F": "%Y-%m-%d", "%R": "%H:%M", "%.f": ".%f", "%:z": "%z",
+    "%j": "%j", "%z": "%z", "%Z": "%Z", "%%": "%%", "%e": "%d", "%T": "%H:%M:%S",
+    "%D": "%m/%d/%y", "%F": "%Y-%m-%d", "%R": "%H:%M", "%:z": "%z",
 }
+# Numeric specifiers that take chrono's padding modifiers (`%-d`, `%_d`, `%0d`): strptime reads
+# these with or without a leading zero already.
+_PADDABLE = set("dmHMSIjey")
+# chrono's fractional seconds, emulated (strptime's %f reads at most 6 digits, scales them, and
+# has no optional dot): the regex of the fraction, and whether its digits are a fraction to scale
+# to nanoseconds (`%.f`, `%.3f`, `%3f`…) or a whole number of nanoseconds (`%f`, as chrono parses
+# it: "123" is 123 ns). `%.f` and `%.Nf` take the dot and digits only when a dot is there;
+# `%.f` reads 1 to 9 digits and skips any beyond; `%Nf` and `%.Nf` read exactly N.
+_FRACTIONS = {
+    "%.f": (r"(?:\.(?P<sluicedigits>\d+))?", True),
+    "%.3f": (r"(?:\.(?P<sluicedigits>\d{3}))?", True),
+    "%.6f": (r"(?:\.(?P<sluicedigits>\d{6}))?", True),
+    "%.9f": (r"(?:\.(?P<sluicedigits>\d{9}))?", True),
+    "%3f": (r"(?P<sluicedigits>\d{3})", True),
+    "%6f": (r"(?P<sluicedigits>\d{6})", True),
+    "%9f": (r"(?P<sluicedigits>\d{9})", True),
+    "%f": (r"(?P<sluicedigits>\d{1,9})", False),
+}
+_SPEC_RE = re.compile(r"%(?:\.[369]?f|[369]f|:z|[-_0]?.)?", re.DOTALL)
 
 
-def _py_format(chrono_fmt: str) -> str:
-    return re.sub(r"%[.:]?[a-zA-Z%]", lambda m: _CHRONO_TO_PY.get(m.group(0), m.group(0)), chrono_fmt)
+@dataclass(frozen=True)
+class TsFormat:
+    """One `timestamp_formats` entry, compiled: the strptime format (the fraction specifier, if
+    any, left out) and, when the format has a fraction, the regex that finds it in a value."""
+
+    chrono: str
+    py: str
+    frac: Optional[re.Pattern]
+    frac_scaled: bool
+
+
+_TIME_RE = None
+
+
+def compile_timestamp_format(chrono_fmt: str) -> TsFormat:
+    """ConfigError naming the specifier when the format holds one this job cannot parse as
+    chrono does."""
+    pre: list[str] = []
+    post: list[str] = []
+    frac: Optional[tuple[str, bool]] = None
+    pos = 0
+    for m in _SPEC_RE.finditer(chrono_fmt):
+        (post if frac else pre).append(chrono_fmt[pos : m.start()])
+        pos = m.end()
+        spec = m.group(0)
+        if spec in _FRACTIONS:
+            if frac is not None:
+                raise ConfigError(f"timestamp format `{chrono_fmt}`: more than one fractional-seconds specifier")
+            frac = _FRACTIONS[spec]
+            continue
+        base = spec
+        if len(spec) == 3 and spec[1] in "-_0" and spec[2] in _PADDABLE:
+            base = "%" + spec[2]
+        py = _CHRONO_TO_PY.get(base)
+        if py is None:
+            raise ConfigError(
+                f"timestamp format `{chrono_fmt}`: the specifier `{spec}` is not supported by the Glue job"
+            )
+        (post if frac else pre).append(py)
+    (post if frac else pre).append(chrono_fmt[pos:])
+    py_pre, py_post = "".join(pre), "".join(post)
+    if frac is None:
+        return TsFormat(chrono_fmt, py_pre, None, False)
+    global _TIME_RE
+    if _TIME_RE is None:
+        import _strptime
+
+        _TIME_RE = _strptime.TimeRE()
+    try:
+        rx = re.compile(_TIME_RE.pattern(py_pre) + "(?P<sluicefrac>" + frac[0] + ")" + _TIME_RE.pattern(py_post), re.IGNORECASE)
+    except re.error as e:
+        raise ConfigError(f"timestamp format `{chrono_fmt}`: not supported by the Glue job ({e})") from e
+    return TsFormat(chrono_fmt, py_pre + py_post, rx, frac[1])
+
+
+_TS_FORMATS: dict[str, TsFormat] = {}
+
+
+def _ts_format(f: str) -> TsFormat:
+    got = _TS_FORMATS.get(f)
+    if got is None:
+        got = _TS_FORMATS[f] = compile_timestamp_format(f)
+    return got
+
+
+def _strptime_us(s: str, f: TsFormat) -> Optional[int]:
+    """The value as microseconds since the epoch (a naive value is UTC), or None when it does
+    not match. chrono keeps nanoseconds; `timestamp_micros` truncates them."""
+    ns = 0
+    if f.frac is not None:
+        m = f.frac.fullmatch(s)
+        if m is None:
+            return None
+        digits = m.group("sluicedigits")
+        if digits:
+            ns = int(digits[:9].ljust(9, "0")) if f.frac_scaled else int(digits)
+        s = s[: m.start("sluicefrac")] + s[m.end("sluicefrac") :]
+    try:
+        dt = _dt.datetime.strptime(s, f.py)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds + ns // 1000
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def parse_timestamp(b: bytes, formats: list[str], epoch_unit: str) -> int:
@@ -1358,15 +1538,9 @@ def parse_timestamp(b: bytes, formats: list[str], epoch_unit: str) -> int:
         s = None
     if s is not None:
         for f in formats:
-            try:
-                dt = _dt.datetime.strptime(s, _py_format(f))
-            except ValueError:
+            us = _strptime_us(s, _ts_format(f))
+            if us is None:
                 continue
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=_dt.timezone.utc)
-            epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-            delta = dt - epoch
-            us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
             if MIN_TS_US <= us <= MAX_TS_US:
                 return us
             raise ValueError_(f"`{preview(b)}` is outside years 0001–9999")

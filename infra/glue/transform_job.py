@@ -86,6 +86,13 @@ class LocalLake:
         os.replace(tmp, p)
         return _local_etag(os.stat(p))
 
+    def put_file(self, key: str, path: str) -> Optional[str]:
+        """Moves the local file `path` in as `key` (the file is gone afterwards)."""
+        dst = self.path(key)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(path, dst)
+        return _local_etag(os.stat(dst))
+
     def delete(self, key: str) -> None:
         try:
             os.remove(self.path(key))
@@ -138,6 +145,16 @@ class S3Lake:
 
     def put(self, key: str, body: bytes) -> Optional[str]:
         return _etag(self.s3.put_object(Bucket=self.bucket, Key=key, Body=body).get("ETag"))
+
+    def put_file(self, key: str, path: str) -> Optional[str]:
+        """Uploads the local file `path` as `key` and removes it. boto3's managed transfer goes
+        multipart past its threshold, so the object is not held by the 5 GB single-PUT limit nor
+        read into memory."""
+        try:
+            self.s3.upload_file(path, self.bucket, key)
+        finally:
+            os.remove(path)
+        return _etag(self.s3.head_object(Bucket=self.bucket, Key=key).get("ETag"))
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
@@ -458,11 +475,24 @@ def _write_quarantine(lake, keys, records, n: int) -> Optional[str]:
         lake.delete(keys.quarantine_key)
         return None
     q = records.filter(lambda r: r[0] == "q").map(lambda r: (r[1], r[2])).sortByKey()
-    buf = io.BytesIO()
-    for _, line in q.toLocalIterator():
-        buf.write(line.encode("utf-8"))
-    lake.put(keys.quarantine_key, buf.getvalue())
+    _put_lines(lake, keys.quarantine_key, (line for _, line in q.toLocalIterator()))
     return keys.quarantine_key
+
+
+def _put_lines(lake, key: str, lines) -> None:
+    """Writes text lines as the object `key` through a file on the driver's local disk: the
+    quarantine of a huge, dirty object may be far larger than the driver's memory (and than one
+    PutObject's 5 GB), so it is spooled to disk one partition at a time (`toLocalIterator`) and
+    uploaded from there."""
+    fd, path = tempfile.mkstemp(prefix="sluice-quarantine-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for line in lines:
+                f.write(line.encode("utf-8"))
+        lake.put_file(key, path)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _delete_stale(lake, keys, files) -> int:

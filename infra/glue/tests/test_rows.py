@@ -250,3 +250,149 @@ def test_manifest_is_serde_json_pretty_with_counts_at_top_level():
         '      "nullable": false\n    }\n  ],\n  "files": [],\n  "rows_read": 1,\n  "rows_written": 0,\n'
         '  "rows_duplicate": 0,\n  "rows_quarantined": 1,\n  "quarantine_key": "quarantine/t/x.jsonl"\n}'
     )
+
+
+# --- max_record_bytes: a record is never held whole past the limit (decode/csv.rs, jsonl.rs) ---
+
+
+class _Endless(io.RawIOBase):
+    """`head`, then `filler` repeated up to `size` bytes, produced as read (never all in memory)."""
+
+    def __init__(self, head: bytes, filler: bytes, size: int):
+        self.head, self.filler, self.left = head, filler, size
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = min(len(b), self.left)
+        if n <= 0:
+            return 0
+        src = (self.head + self.filler * (n // len(self.filler) + 1))[:n]
+        self.head = b""
+        b[:n] = src
+        self.left -= n
+        return n
+
+
+def _peak_while(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_csv_unterminated_quote_is_one_oversize_record_read_in_bounded_memory():
+    size = 32 << 20
+    stream = io.BufferedReader(_Endless(b'id,note\n1,"open\n', b"more text, no quote\n", size))
+    recs, peak = _peak_while(lambda: list(r.csv_records(stream, ord(","), ord('"'), 1000)))
+    assert len(recs) == 2
+    big = recs[1]
+    assert big.oversize and big.fields is None and len(big.data) == 1000
+    assert big.data.startswith(b"1open\nmore text")
+    # Every byte after the header is field text but the delimiter and the opening quote.
+    assert big.total_bytes == size - len(b"id,note\n") - len(b',"')
+    assert peak < 8 << 20, peak
+
+
+def test_csv_long_line_without_newline_is_skipped_to_the_record_end():
+    line = b"9," + b"y" * 5000
+    data = b"a,b\n" + line + b"\n" + b'7,"q\nx"\n' + line + b"\r\n8,z"
+    for chunk in (1, 3, 64, 1 << 20):
+        r.READ_BYTES, old = chunk, r.READ_BYTES
+        try:
+            recs = csv(data, max_record=100)
+        finally:
+            r.READ_BYTES = old
+        assert [x.oversize for x in recs] == [False, True, False, True, False], chunk
+        assert [x.start_line("csv") for x in recs] == [1, 2, 3, 5, 6]
+        assert recs[1].total_bytes == 5001 and recs[1].data == (b"9" + b"y" * 5000)[:100]
+        assert recs[2].fields == [b"7", b"q\nx"]
+        assert recs[4].fields == [b"8", b"z"]
+
+
+def test_csv_record_limit_counts_one_byte_per_field():
+    # decode/csv.rs: field bytes + field count > max_record_bytes → oversize.
+    ok = csv(b"ab,cd\n", max_record=6)[0]
+    over = csv(b"ab,cde\n", max_record=6)[0]
+    assert not ok.oversize and ok.fields == [b"ab", b"cd"]
+    assert over.oversize and over.total_bytes == 5 and over.data == b"abcde"
+    quoted = csv(b'"a""b",c\n', max_record=5)[0]  # a"b (3) + c (1) + 2 fields = 6
+    assert quoted.oversize and quoted.total_bytes == 4 and quoted.data == b'a"bc'
+
+
+def test_csv_reader_state_survives_any_chunking(monkeypatch):
+    data = b'\xef\xbb\xbfh1,h2\r\n"a,""b""\r\nc",d\n\n\r\n"x"y,"",\r"open'
+    want = [(x.fields, x.end_line, x.oversize) for x in csv(data)]
+    assert want[1][0] == [b'a,"b"\r\nc', b"d"]
+    assert want[2][0] == [b"xy", b"", b""]
+    assert want[3] == ([b"open"], 6, False)  # csv-core counts only \n
+    for n in range(1, 12):
+        monkeypatch.setattr(r, "READ_BYTES", n)
+        assert [(x.fields, x.end_line, x.oversize) for x in csv(data)] == want, n
+
+
+def test_jsonl_line_without_end_is_kept_to_the_limit_in_bounded_memory():
+    size = 32 << 20
+    stream = io.BufferedReader(_Endless(b'{"a":1}\n{"b":"', b"x" * 100, size))
+    recs, peak = _peak_while(lambda: list(r.jsonl_records(stream, 1000)))
+    assert [x.oversize for x in recs] == [False, True]
+    assert recs[1].total_bytes == size - 8 and recs[1].data == (b'{"b":"' + b"x" * 1000)[:1000]
+    assert recs[1].end_line == 2
+    assert peak < 8 << 20, peak
+
+
+def test_jsonl_oversize_line_between_lines(monkeypatch):
+    monkeypatch.setattr(r, "READ_BYTES", 5)
+    data = b'{"a":1}\r\n' + b"z" * 30 + b"\r\n\n{}"
+    recs = list(r.jsonl_records(io.BytesIO(data), 10))
+    assert [(x.end_line, x.oversize, x.total_bytes, x.data) for x in recs] == [
+        (1, False, 8, b'{"a":1}'), (2, True, 31, b"z" * 10), (4, False, 2, b"{}")
+    ]
+
+
+# --- timestamp_formats: chrono's specifiers, or a loud refusal ---
+
+
+def _ts(value: str, fmt: str) -> int:
+    return r.parse_timestamp(value.encode(), [fmt], "auto")
+
+
+def test_fractional_seconds_as_chrono_parses_them():
+    # Values in a shape of their own: the built-in shapes would take the ISO ones first.
+    base = _ts("01/03/2024 10:00:05", "%d/%m/%Y %H:%M:%S")
+    assert base == _ts("2024-03-01T10:00:05Z", "%F")
+    # %.f: dot optional, 1..9 digits, more skipped; nanoseconds truncated to microseconds.
+    assert _ts("01/03/2024 10:00:05", "%d/%m/%Y %H:%M:%S%.f") == base
+    assert _ts("01/03/2024 10:00:05.5", "%d/%m/%Y %H:%M:%S%.f") == base + 500_000
+    assert _ts("01/03/2024 10:00:05.123456789", "%d/%m/%Y %H:%M:%S%.f") == base + 123_456
+    assert _ts("01/03/2024 10:00:05.1234567891234", "%d/%m/%Y %H:%M:%S%.f") == base + 123_456
+    # %.3f / %3f: exactly three digits.
+    assert _ts("01/03/2024 10:00:05.120", "%d/%m/%Y %H:%M:%S%.3f") == base + 120_000
+    assert _ts("05/120 01/03/2024 10:00", "%S/%3f %d/%m/%Y %H:%M") == base + 120_000
+    with pytest.raises(r.ValueError_):
+        _ts("01/03/2024 10:00:05.12", "%d/%m/%Y %H:%M:%S%.3f")
+    # %f: a whole number of nanoseconds (chrono's Numeric(Nanosecond)), not a fraction.
+    assert _ts("01/03/2024 10:00:05.123", "%d/%m/%Y %H:%M:%S.%f") == base
+    assert _ts("01/03/2024 10:00:05.123456789", "%d/%m/%Y %H:%M:%S.%f") == base + 123_456
+    # With an offset after the fraction.
+    assert _ts("01/03/2024 11:00:05.25+01:00", "%d/%m/%Y %H:%M:%S%.f%:z") == base + 250_000
+
+
+def test_padding_modifiers_and_shorthands():
+    assert _ts("1/3/2024 10:00", "%-d/%-m/%Y %H:%M") == _ts("2024-03-01 10:00:00", "%F %T")
+
+
+@pytest.mark.parametrize("fmt,spec", [("%Y %Q", "%Q"), ("%s", "%s"), ("%d %k", "%k"), ("%c", "%c"), ("%Y%", "%")])
+def test_untranslatable_specifier_fails_the_plan(fmt, spec):
+    with pytest.raises(r.ConfigError) as e:
+        r.compile_timestamp_format(fmt)
+    assert f"`{spec}`" in str(e.value)
+    t = table()
+    t.timestamp_formats = [fmt]
+    with pytest.raises(r.ConfigError):
+        r.compile_plan(t)
