@@ -582,6 +582,7 @@ class _CsvReader:
         self.fields: list[bytes] = []
         self.cur = bytearray()
         self.out = 0  # the record's field bytes, kept or not
+        self.nfields = 0  # its field ends, kept or not
         self.oversize = False
         self.data = b""
 
@@ -602,6 +603,7 @@ class _CsvReader:
             self.cur = bytearray()
 
     def _end_field(self) -> None:
+        self.nfields += 1
         if self.oversize:
             return
         self.fields.append(bytes(self.cur))
@@ -612,10 +614,12 @@ class _CsvReader:
         # decode/csv.rs `finish_record`: csv-core's line() is 1 + '\n' read; the record's own
         # '\n' counts only when it ended on one.
         end_line = self.nl + (0 if self.last == 10 else 1)
+        # decode/csv.rs counts a record as its field bytes plus one per field end.
+        total = self.out + self.nfields
         if self.oversize:
-            rec = Record(end_line, None, self.data, True, self.out)
+            rec = Record(end_line, None, self.data, True, total)
         else:
-            rec = Record(end_line, self.fields, b"", False, self.out)
+            rec = Record(end_line, self.fields, b"", False, total)
         self._reset()
         self.state = _S_REC
         return rec
@@ -637,11 +641,12 @@ class _CsvReader:
                 if m is not None and buf.find(self.q, i, m.start()) < 0:
                     e = m.start()
                     fields = buf[i:e].split(self.d)
-                    total = e - i - (len(fields) - 1)
+                    # Field bytes plus one per field end: the line's bytes and its terminator.
+                    total = e - i + 1
                     self.nl += buf[e] == 10
                     self.last = buf[e]
                     i = e + 1
-                    if total + len(fields) > self.max:
+                    if total > self.max:
                         yield Record(self.nl + (0 if self.last == 10 else 1), None, b"".join(fields)[: self.max], True, total)
                     else:
                         yield Record(self.nl + (0 if self.last == 10 else 1), fields, b"", False, total)

@@ -199,7 +199,7 @@ def test_csv_records_as_csv_core_reads_them():
     ]
     assert [x.start_line("csv") for x in recs] == [1, 2, 5, 6, 7]
     big = csv(b"h\n" + b"x" * 50 + b"\n", max_record=20)
-    assert big[1].oversize and big[1].total_bytes == 50 and big[1].data == b"x" * 20
+    assert big[1].oversize and big[1].total_bytes == 51 and big[1].data == b"x" * 20
 
 
 def test_csv_records_across_read_chunks(monkeypatch):
@@ -295,7 +295,7 @@ def test_csv_unterminated_quote_is_one_oversize_record_read_in_bounded_memory():
     assert big.oversize and big.fields is None and len(big.data) == 1000
     assert big.data.startswith(b"1open\nmore text")
     # Every byte after the header is field text but the delimiter and the opening quote.
-    assert big.total_bytes == size - len(b"id,note\n") - len(b',"')
+    assert big.total_bytes == size - len(b"id,note\n") - len(b',"') + 2  # two field ends
     assert peak < 8 << 20, peak
 
 
@@ -310,7 +310,7 @@ def test_csv_long_line_without_newline_is_skipped_to_the_record_end():
             r.READ_BYTES = old
         assert [x.oversize for x in recs] == [False, True, False, True, False], chunk
         assert [x.start_line("csv") for x in recs] == [1, 2, 3, 5, 6]
-        assert recs[1].total_bytes == 5001 and recs[1].data == (b"9" + b"y" * 5000)[:100]
+        assert recs[1].total_bytes == 5003 and recs[1].data == (b"9" + b"y" * 5000)[:100]
         assert recs[2].fields == [b"7", b"q\nx"]
         assert recs[4].fields == [b"8", b"z"]
 
@@ -320,9 +320,9 @@ def test_csv_record_limit_counts_one_byte_per_field():
     ok = csv(b"ab,cd\n", max_record=6)[0]
     over = csv(b"ab,cde\n", max_record=6)[0]
     assert not ok.oversize and ok.fields == [b"ab", b"cd"]
-    assert over.oversize and over.total_bytes == 5 and over.data == b"abcde"
+    assert over.oversize and over.total_bytes == 7 and over.data == b"abcde"
     quoted = csv(b'"a""b",c\n', max_record=5)[0]  # a"b (3) + c (1) + 2 fields = 6
-    assert quoted.oversize and quoted.total_bytes == 4 and quoted.data == b'a"bc'
+    assert quoted.oversize and quoted.total_bytes == 6 and quoted.data == b'a"bc'
 
 
 def test_csv_reader_state_survives_any_chunking(monkeypatch):

@@ -150,7 +150,8 @@ impl CsvDecoder {
         if nin > 0 {
             self.last_was_nl = input[nin - 1] == b'\n';
         }
-        self.total_bytes += nout as u64;
+        // Field bytes plus one per field end, as the limit counts them.
+        self.total_bytes += (nout + nend) as u64;
         if !self.oversize {
             self.rec_out += nout;
             // Field ends count too: a line of nothing but delimiters writes no bytes but one
