@@ -21,6 +21,12 @@ const fn default_start_retry_secs() -> u64 {
 /// and the error has to be reported before that, not be a timeout).
 const MAX_START_RETRY_SECS: u64 = 600;
 
+/// Upper bound of `threshold_bytes` (4 GiB). An object at or below the threshold is
+/// transformed in the Lambda, which spools the object and the Parquet and quarantine files it
+/// writes to /tmp: 10 GiB at most (template.yaml's `EphemeralStorage`). A larger threshold
+/// would let an object through that fails there, every retry, instead of going to Glue.
+pub const MAX_THRESHOLD_BYTES: u64 = 4 << 30;
+
 /// The Glue Spark route for large objects.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +34,7 @@ pub struct GlueConfig {
     /// Name of the Glue job (`infra/glue/transform_job.py`) that transforms large objects.
     pub job_name: String,
     /// Objects larger than this many bytes (the S3 event's `s3.object.size`) go to the Glue
-    /// job; others are transformed in the Lambda. At least 1.
+    /// job; others are transformed in the Lambda. At least 1, at most [`MAX_THRESHOLD_BYTES`].
     pub threshold_bytes: u64,
     /// How long, in seconds, to keep retrying a start refused for now
     /// (`ConcurrentRunsExceededException`, throttling) before the invocation fails as
@@ -44,6 +50,14 @@ impl GlueConfig {
             return Err(Invalid::at(
                 "threshold_bytes",
                 "must be at least 1 (0 would send every object, even an empty one, to Glue)",
+            ));
+        }
+        if self.threshold_bytes > MAX_THRESHOLD_BYTES {
+            return Err(Invalid::at(
+                "threshold_bytes",
+                format!(
+                    "must be at most {MAX_THRESHOLD_BYTES} (4 GiB): a smaller object is transformed in the Lambda, which holds it and its output files in its 10 GiB /tmp"
+                ),
             ));
         }
         if self.start_retry_secs == 0 || self.start_retry_secs > MAX_START_RETRY_SECS {

@@ -618,6 +618,11 @@ fn glue_section_routes_objects_above_the_threshold() {
     assert_eq!(g.start_retry_secs, 60, "default");
     assert!(!g.routes(1000), "at the threshold: the Lambda");
     assert!(g.routes(1001));
+    let at_max = with("job_name = \"j\"\nthreshold_bytes = 4294967296").expect("4 GiB is allowed");
+    assert_eq!(
+        at_max.glue.as_ref().map(|g| g.threshold_bytes),
+        Some(crate::config::glue::MAX_THRESHOLD_BYTES)
+    );
     assert!(Pipeline::parse(example(), "p.toml")
         .expect("example")
         .glue
@@ -647,6 +652,11 @@ fn glue_section_routes_objects_above_the_threshold() {
             "job_name = \"j\"\nthreshold_bytes = 0",
             "glue.threshold_bytes",
             "at least 1",
+        ),
+        (
+            "job_name = \"j\"\nthreshold_bytes = 4294967297",
+            "glue.threshold_bytes",
+            "at most 4294967296",
         ),
         (
             "job_name = \"j\"\nthreshold_bytes = 1\nstart_retry_secs = 0",
