@@ -174,10 +174,7 @@ mod tests {
         let b = [Val::Bin(b"x".to_vec()), Val::Bin(b"\x1f\x06".to_vec())];
         assert_ne!(bytes_of(&a), bytes_of(&b));
         // Moving bytes from one value to the next changes the key.
-        assert_ne!(
-            bytes_of(&[s("ab"), s("c")]),
-            bytes_of(&[s("a"), s("bc")])
-        );
+        assert_ne!(bytes_of(&[s("ab"), s("c")]), bytes_of(&[s("a"), s("bc")]));
         // Equal tuples still give equal keys, and the buffer is reset per row.
         let mut buf = vec![9u8; 3];
         key_bytes(&[0, 1], &[s("a"), Val::I64(1)], &mut buf);
