@@ -361,6 +361,10 @@ async fn concurrent_runs_are_retried_then_reported_or_started_when_a_slot_frees(
         "bounded by start_retry_secs = 2: {elapsed:?}"
     );
     assert_eq!(e.job_runs().await.len(), 1, "only the blocking run");
+    assert!(
+        list_keys(&e.s3, &e.bucket, "state/glue/").await.is_empty(),
+        "the claim is released so a later retry can start"
+    );
 
     // 2. The slot frees while the function waits: the retry starts the run.
     let e = Env::new(1, 60).await;
@@ -417,6 +421,16 @@ async fn transform_binary_starts_a_job_run_for_a_large_object() {
         .start();
     let out = lambda.invoke_ok(&Payload::json(event.to_string()));
     assert_eq!(out["processed"], json!([]), "{out}");
+    // The event delivered again: the run the first started is reported, none started.
+    let again = lambda.invoke_ok(&Payload::json(event.to_string()));
+    assert_eq!(
+        again["glue_job_runs"][0]["already_started"], true,
+        "{again}"
+    );
+    assert_eq!(
+        again["glue_job_runs"][0]["run_id"],
+        out["glue_job_runs"][0]["run_id"]
+    );
     let runs = out["glue_job_runs"].as_array().expect("glue_job_runs");
     assert_eq!(runs.len(), 1, "{out}");
     assert_eq!(runs[0]["key"], key);
@@ -435,7 +449,11 @@ async fn transform_binary_starts_a_job_run_for_a_large_object() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("_aws").is_some())
         .collect();
-    assert_eq!(emf.len(), 1, "one EMF line:\n{stdout}");
+    assert_eq!(
+        emf.len(),
+        1,
+        "one EMF line, for the one started run:\n{stdout}"
+    );
     assert_eq!(emf[0]["GlueJobRunsStarted"], 1);
     assert_eq!(emf[0]["JobRunId"], listed[0].0.as_str());
 
@@ -464,4 +482,92 @@ async fn transform_binary_starts_a_job_run_for_a_large_object() {
         stderr.contains("must be on S3") && stderr.contains("SLUICE_PIPELINE"),
         "the start-up error names the fix:\n{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_starts_one_job_run() {
+    let e = Env::new(3, 60).await;
+    let deps = e.deps().await;
+    let (big, _) = big_and_small();
+    let key = "raw/funnel/dump-2019.csv";
+    put_object(&e.s3, &e.bucket, key, big.clone()).await;
+    // S3 events carry the ETag without its quotes.
+    let etag =
+        e.s3.head_object()
+            .bucket(&e.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("HeadObject")
+            .e_tag()
+            .expect("ETag")
+            .trim_matches('"')
+            .to_string();
+    let mut event = s3_event(&[(&e.bucket, key, big.len() as u64)]);
+    event["Records"][0]["s3"]["object"]["eTag"] = json!(etag);
+
+    let first = handle(&deps, event.clone())
+        .await
+        .unwrap_or_else(|err| panic!("first delivery ({:?}): {err}", err.kind));
+    assert_eq!(first.glue_job_runs.len(), 1, "{first:?}");
+    assert!(!first.glue_job_runs[0].already_started);
+    let second = handle(&deps, event)
+        .await
+        .unwrap_or_else(|err| panic!("second delivery ({:?}): {err}", err.kind));
+    assert_eq!(second.glue_job_runs.len(), 1, "{second:?}");
+    let (a, b) = (&first.glue_job_runs[0], &second.glue_job_runs[0]);
+    assert!(b.already_started, "{second:?}");
+    assert_eq!(b.run_id, a.run_id, "the run the first delivery started");
+
+    let runs = e.job_runs().await;
+    assert_eq!(runs.len(), 1, "one run for two deliveries: {runs:?}");
+    assert_eq!(runs[0].0, a.run_id);
+    assert_eq!(runs[0].1, e.want_arguments(key));
+
+    // The claim names the run, under state/glue/<table>/.
+    let claims = list_keys(&e.s3, &e.bucket, "state/glue/").await;
+    let want = sluice::lake::layout::glue_claim_key("funnel", key, &etag);
+    assert_eq!(claims, vec![want.clone()]);
+    let claim: Value =
+        serde_json::from_slice(&get_object(&e.s3, &e.bucket, &want).await).expect("claim JSON");
+    assert_eq!(claim["run_id"], a.run_id.as_str());
+    assert_eq!(claim["key"], key);
+
+    // An event without an ETag (hand-written) finds the same claim through the object's own.
+    let mut bare = s3_event(&[(&e.bucket, key, big.len() as u64)]);
+    bare["Records"][0]["s3"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("eTag");
+    let third = handle(&deps, bare)
+        .await
+        .unwrap_or_else(|err| panic!("third delivery ({:?}): {err}", err.kind));
+    assert!(third.glue_job_runs[0].already_started, "{third:?}");
+    assert_eq!(e.job_runs().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_lake_refuses_a_large_object_from_another_bucket() {
+    let e = Env::new(3, 60).await;
+    let mut deps = e.deps().await;
+    // SLUICE_LAKE=s3://<our bucket>: an event from another bucket must not start a run.
+    deps.lakes = sluice::lake::Lakes::Fixed(Arc::new(sluice::lake::S3Store::new(
+        e.s3.clone(),
+        e.bucket.clone(),
+    )));
+    let other = unique_name("foreign");
+    let err = handle(
+        &deps,
+        s3_event(&[(&other, "raw/funnel/dump-2019.csv", THRESHOLD + 1)]),
+    )
+    .await
+    .expect_err("foreign bucket");
+    assert_eq!(err.kind, ErrorKind::BadInput);
+    assert!(
+        err.message.contains(&other) && err.message.contains(&e.bucket),
+        "{}",
+        err.message
+    );
+    assert!(e.job_runs().await.is_empty());
+    assert!(list_keys(&e.s3, &e.bucket, "state/").await.is_empty());
 }

@@ -3,7 +3,8 @@
 //! The handler only turns the event into calls on the shared library: decode each record's
 //! key, skip what is not ours, transform the rest, emit one EMF metrics line per object.
 //! An object larger than the pipeline's `[glue]` threshold (the event's `s3.object.size`) is
-//! not transformed here: a run of the Glue job is started for it (`sluice::glue_job`).
+//! not transformed here: a run of the Glue job is started for it (`sluice::glue_job`), once per
+//! object version (a claim under `state/glue/` makes a re-delivered event report that run).
 //! Every record is attempted; if any failed, the invocation fails naming each failed key
 //! (S3 then retries the event, and deterministic output keys make that harmless).
 
@@ -64,6 +65,8 @@ pub struct GlueJobRun {
     pub size_bytes: u64,
     pub job_name: String,
     pub run_id: String,
+    /// The run was started by an earlier delivery of this object; this invocation started none.
+    pub already_started: bool,
 }
 
 /// What became of one record of the event.
@@ -151,7 +154,8 @@ async fn handle_record(deps: &Deps, i: usize, r: &Value) -> Outcome {
     let size = r.pointer("/s3/object/size").and_then(Value::as_u64);
     match (&deps.glue, size) {
         (Some(route), Some(size)) if route.routes(size) => {
-            start_glue_run(deps, route, bucket, key, size).await
+            let etag = r.pointer("/s3/object/eTag").and_then(Value::as_str);
+            start_glue_run(deps, route, i, bucket, key, size, etag).await
         }
         _ => transform(deps, i, bucket, key).await,
     }
@@ -196,10 +200,17 @@ async fn transform(deps: &Deps, i: usize, bucket: &str, key: String) -> Outcome 
 async fn start_glue_run(
     deps: &Deps,
     route: &GlueRoute,
+    i: usize,
     bucket: &str,
     key: String,
     size_bytes: u64,
+    etag: Option<&str>,
 ) -> Outcome {
+    // The lake pin (SLUICE_LAKE) holds here too: the job would write into the event's bucket.
+    let store = match deps.lakes.for_bucket(bucket) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(ErrorKind::BadInput, format!("record {i}: {e}")),
+    };
     let table = match deps.transformer.table_for_key(&key) {
         Ok(t) => t.name.clone(),
         Err(e) => {
@@ -213,7 +224,40 @@ async fn start_glue_run(
         table: &table,
         size_bytes,
     };
-    match route.start(&object).await {
+    // S3 always sends the ETag; a hand-written event without one gets it from the object.
+    let etag = match etag {
+        Some(e) if !e.is_empty() => e.to_string(),
+        _ => match store.head(&key).await {
+            Ok(meta) => meta.etag.unwrap_or_default(),
+            Err(e) => {
+                let kind = if e.is_retryable() {
+                    ErrorKind::Retryable
+                } else {
+                    ErrorKind::BadInput
+                };
+                return Outcome::Failed(kind, format!("s3://{bucket}/{key}: {e}"));
+            }
+        },
+    };
+    match route.start_once(store.as_ref(), &object, &etag).await {
+        Ok(run) if run.already_started => {
+            tracing::info!(
+                table,
+                key,
+                job_name = %run.job_name,
+                run_id = %run.run_id,
+                "object above the Glue threshold: its job run was already started; none started now"
+            );
+            Outcome::GlueJobRun(GlueJobRun {
+                bucket: bucket.to_string(),
+                key: key.clone(),
+                table,
+                size_bytes,
+                job_name: run.job_name,
+                run_id: run.run_id,
+                already_started: true,
+            })
+        }
         Ok(run) => {
             tracing::info!(
                 table,
@@ -235,6 +279,7 @@ async fn start_glue_run(
                 size_bytes,
                 job_name: run.job_name,
                 run_id: run.run_id,
+                already_started: false,
             })
         }
         Err(e) => {

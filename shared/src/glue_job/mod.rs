@@ -9,11 +9,15 @@
 //! then reported as `Retryable`: the invocation fails, Lambda retries the event and finally
 //! sends it to the function's on-failure destination, so a large object is never dropped.
 //!
+//! Starts are claimed first (`claim.rs`): a re-delivered event reports the run an earlier
+//! delivery started instead of starting a second one.
+//!
 //! The job reads the pipeline file itself, so it must read the very file the function read:
 //! the route takes the function's `SLUICE_PIPELINE` and refuses to start unless it is on S3
 //! (a bundled copy and an S3 copy would drift apart).
 
 mod aws;
+mod claim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,8 +72,11 @@ pub struct LargeObject<'a> {
 pub struct StartedRun {
     pub job_name: String,
     pub run_id: String,
-    /// Calls to StartJobRun it took (1 when the first was accepted).
+    /// Calls to StartJobRun it took (1 when the first was accepted; 0 when already started).
     pub attempts: u32,
+    /// The run was started by an earlier delivery of the same object (read from its claim);
+    /// this call started nothing.
+    pub already_started: bool,
 }
 
 impl StartedRun {
@@ -110,6 +117,21 @@ pub enum GlueJobError {
         key: String,
         message: String,
     },
+    /// Another delivery of the same object holds the claim and has not recorded a run yet
+    /// (it is starting one now). A later retry finds the run.
+    #[error("Glue job {job}: a run for this object is being started by another invocation (claim {claim_key}, {age_ms} ms old); retry later")]
+    StartInProgress {
+        job: String,
+        claim_key: String,
+        age_ms: u64,
+    },
+    /// The claim could not be written, read or taken over.
+    #[error("Glue run claim {claim_key}: {message}")]
+    Claim {
+        claim_key: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl GlueJobError {
@@ -119,6 +141,12 @@ impl GlueJobError {
             // A missing job or a missing permission fails the same way on every retry: the
             // deployment is wrong, not the moment.
             GlueJobError::Refused { .. } => ErrorKind::BadInput,
+            GlueJobError::StartInProgress { .. } => ErrorKind::Retryable,
+            GlueJobError::Claim {
+                retryable: true, ..
+            } => ErrorKind::Retryable,
+            // Access denied on state/glue/ and the like: the deployment, not the moment.
+            GlueJobError::Claim { .. } => ErrorKind::BadInput,
         }
     }
 }
@@ -244,6 +272,7 @@ impl GlueRoute {
                         job_name: job.to_string(),
                         run_id,
                         attempts: attempt,
+                        already_started: false,
                     })
                 }
                 Err(f) => f,

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::lake::ObjectStore;
 
 /// Refuses the first `refusals` starts with `code`, then accepts; records every call.
 #[derive(Debug)]
@@ -204,6 +205,7 @@ fn the_metric_line_counts_one_started_run() {
         job_name: "sluice-transform".into(),
         run_id: "jr_1".into(),
         attempts: 2,
+        already_started: false,
     };
     let v: serde_json::Value = serde_json::from_str(&run.emf_line(&OBJECT)).expect("JSON");
     assert_eq!(v["GlueJobRunsStarted"], 1);
@@ -214,4 +216,121 @@ fn the_metric_line_counts_one_started_run() {
         v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
         "GlueJobRunsStarted"
     );
+}
+
+fn lake() -> (tempfile::TempDir, crate::lake::LocalStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::lake::LocalStore::new(dir.path().join("lake")).expect("local lake");
+    (dir, store)
+}
+
+fn claim_of(store_dir: &std::path::Path, etag: &str) -> Option<claim::Claim> {
+    let key = crate::lake::layout::glue_claim_key(OBJECT.table, OBJECT.key, etag);
+    let bytes = std::fs::read(store_dir.join("lake").join(key)).ok()?;
+    Some(serde_json::from_slice(&bytes).expect("claim JSON"))
+}
+
+#[tokio::test]
+async fn a_redelivered_object_reports_the_run_already_started() {
+    let (dir, store) = lake();
+    let starter = FakeStarter::new(0, "", false);
+    let r = route(starter.clone(), FAST);
+    let first = r.start_once(&store, &OBJECT, "e1").await.expect("started");
+    assert_eq!(
+        (first.run_id.as_str(), first.already_started),
+        ("jr_1", false)
+    );
+    let claim = claim_of(dir.path(), "e1").expect("claim written");
+    assert_eq!(claim.run_id.as_deref(), Some("jr_1"));
+    assert_eq!(
+        (claim.key.as_str(), claim.table.as_str()),
+        (OBJECT.key, OBJECT.table)
+    );
+
+    let again = r.start_once(&store, &OBJECT, "e1").await.expect("reported");
+    assert_eq!(
+        (again.run_id.as_str(), again.already_started, again.attempts),
+        ("jr_1", true, 0)
+    );
+    assert_eq!(again.job_name, "sluice-transform");
+    assert_eq!(starter.calls().len(), 1, "no second start");
+
+    // New content under the same key (another ETag) is another object version: another run.
+    let other = r.start_once(&store, &OBJECT, "e2").await.expect("started");
+    assert_eq!(
+        (other.run_id.as_str(), other.already_started),
+        ("jr_2", false)
+    );
+    assert_eq!(starter.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_start_that_fails_releases_the_claim_for_a_later_retry() {
+    let (dir, store) = lake();
+    // Refused for good once (say, the job was missing), then accepted.
+    let starter = FakeStarter::new(1, "EntityNotFoundException", false);
+    let r = route(starter.clone(), FAST);
+    let e = r
+        .start_once(&store, &OBJECT, "e1")
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, GlueJobError::Refused { .. }), "{e:?}");
+    assert!(claim_of(dir.path(), "e1").is_none(), "claim deleted");
+    let run = r.start_once(&store, &OBJECT, "e1").await.expect("started");
+    assert_eq!((run.run_id.as_str(), run.already_started), ("jr_2", false));
+    assert_eq!(starter.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_claim_without_a_run_is_waited_for_while_fresh_and_taken_over_when_orphaned() {
+    let (dir, store) = lake();
+    let starter = FakeStarter::new(0, "", false);
+    let r = route(starter.clone(), FAST);
+    let key = crate::lake::layout::glue_claim_key(OBJECT.table, OBJECT.key, "e1");
+    let pending = |claimed_at_ms: u64| {
+        let c = claim::Claim {
+            bucket: OBJECT.bucket.into(),
+            key: OBJECT.key.into(),
+            table: OBJECT.table.into(),
+            job_name: "sluice-transform".into(),
+            claimed_at_ms,
+            run_id: None,
+        };
+        bytes::Bytes::from(serde_json::to_vec(&c).expect("JSON"))
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+
+    // Another invocation claimed a moment ago and is starting: retry later, start nothing.
+    store
+        .put(&key, pending(now_ms), crate::lake::PutMode::Overwrite)
+        .await
+        .expect("claim");
+    let e = r
+        .start_once(&store, &OBJECT, "e1")
+        .await
+        .expect_err("in progress");
+    assert_eq!(e.kind(), ErrorKind::Retryable);
+    assert!(matches!(e, GlueJobError::StartInProgress { .. }), "{e:?}");
+    assert!(e.to_string().contains(&key), "{e}");
+    assert!(starter.calls().is_empty());
+
+    // Its owner died long ago without recording a run: taken over, one run started.
+    let old = now_ms - (FAST.budget + claim::ORPHAN_MARGIN).as_millis() as u64 - 1_000;
+    store
+        .put(&key, pending(old), crate::lake::PutMode::Overwrite)
+        .await
+        .expect("claim");
+    let run = r
+        .start_once(&store, &OBJECT, "e1")
+        .await
+        .expect("taken over");
+    assert_eq!((run.run_id.as_str(), run.already_started), ("jr_1", false));
+    assert_eq!(
+        claim_of(dir.path(), "e1").and_then(|c| c.run_id).as_deref(),
+        Some("jr_1")
+    );
+    assert_eq!(starter.calls().len(), 1);
 }

@@ -10,7 +10,7 @@
 //! | `manifests/<table>/` | transform, Glue job (last) | one JSON per source object |
 //! | `loads/<table>/` | redshift-loader | COPY manifests (never under `manifests/`) |
 //! | `quarantine/<table>/`, `quarantine/_cdc-sink/` | every stage | bad rows with the reason |
-//! | `state/` | extract, redshift-loader | leases, watermarks, statement ids |
+//! | `state/` | extract, redshift-loader, transform | leases, watermarks, statement ids, Glue run claims |
 //! | `spill/cdc/` | wal-decoder | changes too large for one Kinesis record |
 
 /// Source objects as they came: extract's parts, users' uploads. Transform triggers here.
@@ -98,6 +98,21 @@ pub fn load_statement_batch<'a>(table: &str, key: &'a str) -> Option<&'a str> {
     key.strip_prefix(&load_state_prefix(table))?
         .strip_suffix(".statement.json")
         .filter(|b| !b.is_empty() && !b.contains('/'))
+}
+
+/// `state/glue/<table>/<source hash>-<etag>.json`: the claim on the one Glue job run of one
+/// version of a source object, written create-if-absent before the run is started, so a
+/// re-delivered event reports that run instead of starting a second one. The ETag keeps a
+/// later upload under the same key (new content) from being taken for the same object.
+pub fn glue_claim_key(table: &str, source_key: &str, etag: &str) -> String {
+    let etag: String = etag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!(
+        "{STATE}glue/{table}/{}-{etag}.json",
+        source_hash(source_key)
+    )
 }
 
 /// `loads/<table>/<batch>.json`: the record of one load (manifests, statement id, counts).
@@ -214,6 +229,30 @@ impl ObjectKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glue_claims_are_per_object_version_under_state_glue() {
+        let k = glue_claim_key(
+            "funnel",
+            "raw/funnel/dump 2019.csv",
+            "\"9b2cf535f27731c9-3\"",
+        );
+        assert_eq!(
+            k,
+            format!(
+                "state/glue/funnel/{}-9b2cf535f27731c9-3.json",
+                source_hash("raw/funnel/dump 2019.csv")
+            )
+        );
+        assert_ne!(
+            k,
+            glue_claim_key("funnel", "raw/funnel/dump 2019.csv", "other")
+        );
+        assert_ne!(
+            k,
+            glue_claim_key("funnel", "raw/funnel/dump 2020.csv", "9b2cf535f27731c9-3")
+        );
+    }
 
     #[test]
     fn keys_follow_the_stem_and_hash_rule() {

@@ -70,11 +70,7 @@ impl Dedup {
         if plan.key_slots.is_empty() {
             return Verdict::Keep;
         }
-        self.key_buf.clear();
-        for &s in &plan.key_slots {
-            canonical_bytes(&vals[s], &mut self.key_buf);
-            self.key_buf.push(0x1f);
-        }
+        key_bytes(&plan.key_slots, vals, &mut self.key_buf);
         let h = xxhash_rust::xxh3::xxh3_128(&self.key_buf);
         match (&mut self.index, pass) {
             (Index::None, _) => Verdict::Keep,
@@ -108,7 +104,18 @@ fn version(plan: &Plan, vals: &[Val<'_>]) -> i64 {
     }
 }
 
-/// Bytes that identify a value for the dedup key (type-tagged, so `1` and `"1"` differ).
+/// The bytes of a row's dedup key: each key value's canonical bytes, one after another. Every
+/// value's bytes delimit themselves (fixed width per type tag, or a length prefix), so two
+/// different tuples of values never give the same bytes, whatever the strings contain.
+fn key_bytes(slots: &[usize], vals: &[Val<'_>], out: &mut Vec<u8>) {
+    out.clear();
+    for &s in slots {
+        canonical_bytes(&vals[s], out);
+    }
+}
+
+/// Bytes that identify a value for the dedup key (type-tagged, so `1` and `"1"` differ;
+/// strings and binaries length-prefixed, so no content can be mistaken for a boundary).
 fn canonical_bytes(v: &Val<'_>, out: &mut Vec<u8>) {
     match v {
         Val::Null => out.push(0),
@@ -127,15 +134,50 @@ fn canonical_bytes(v: &Val<'_>, out: &mut Vec<u8>) {
         Val::Bool(b) => out.extend_from_slice(&[4, u8::from(*b)]),
         Val::Str(s) => {
             out.push(5);
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
         Val::Bin(b) => {
             out.push(6);
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
             out.extend_from_slice(b);
         }
         Val::Date(d) => {
             out.push(7);
             out.extend_from_slice(&d.to_le_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Val<'_> {
+        Val::Str(text.into())
+    }
+
+    fn bytes_of(vals: &[Val<'_>]) -> Vec<u8> {
+        let slots: Vec<usize> = (0..vals.len()).collect();
+        let mut out = Vec::new();
+        key_bytes(&slots, vals, &mut out);
+        out
+    }
+
+    #[test]
+    fn keys_whose_strings_hold_the_old_separator_stay_apart() {
+        // With values joined by 0x1f (and no lengths) both keys were `05 a 1f 05 b 1f 05 1f`.
+        let a = [s("a\u{1f}\u{5}b"), s("")];
+        let b = [s("a"), s("b\u{1f}\u{5}")];
+        assert_ne!(bytes_of(&a), bytes_of(&b));
+        let a = [Val::Bin(b"x\x1f\x06".to_vec()), Val::Bin(Vec::new())];
+        let b = [Val::Bin(b"x".to_vec()), Val::Bin(b"\x1f\x06".to_vec())];
+        assert_ne!(bytes_of(&a), bytes_of(&b));
+        // Moving bytes from one value to the next changes the key.
+        assert_ne!(bytes_of(&[s("ab"), s("c")]), bytes_of(&[s("a"), s("bc")]));
+        // Equal tuples still give equal keys, and the buffer is reset per row.
+        let mut buf = vec![9u8; 3];
+        key_bytes(&[0, 1], &[s("a"), Val::I64(1)], &mut buf);
+        assert_eq!(buf, bytes_of(&[s("a"), Val::I64(1)]));
     }
 }
