@@ -80,7 +80,10 @@ fn csv_oversize_record_is_flagged_not_buffered() {
         .expect("a batch");
     assert_eq!(b.recs.len(), 3);
     assert!(b.recs[1].oversize);
-    assert_eq!(b.recs[1].total_bytes, 5003, "5,001 field bytes and two field ends");
+    assert_eq!(
+        b.recs[1].total_bytes, 5003,
+        "5,001 field bytes and two field ends"
+    );
     assert!(b.bytes(&b.recs[1]).len() <= 100);
     assert_eq!(b.field(&b.recs[2], 0), b"ok");
 }
