@@ -404,16 +404,16 @@ async fn transform_binary_starts_a_job_run_for_a_large_object() {
     let function = LambdaFunction::new("transform");
     let e = Env::new(3, 60).await;
     let (big, _) = big_and_small();
-    let key = "raw/funnel/dump-2019.csv";
+    // The large-object sample (a 5.6 GB multipart upload, its key URL-encoded), naming this
+    // bucket: the key it names, decoded.
+    let key = "raw/funnel/history 2019-Oct.csv";
     put_object(&e.s3, &e.bucket, key, big.clone()).await;
-    // The put fixture, naming this bucket and a large object.
     let mut event: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace_root().join("events/s3-put.json")).expect("fixture"),
+        &std::fs::read_to_string(workspace_root().join("events/s3-put-large.json"))
+            .expect("fixture"),
     )
     .expect("JSON");
     event["Records"][0]["s3"]["bucket"]["name"] = json!(e.bucket);
-    event["Records"][0]["s3"]["object"]["key"] = json!(key);
-    event["Records"][0]["s3"]["object"]["size"] = json!(big.len());
 
     // The function reads the pipeline from S3, the location it passes the job.
     let mut lambda = function
