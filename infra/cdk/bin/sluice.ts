@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// Example app: one stack holding the Sluice construct, configured by context values
+// (`npx cdk deploy -c lakeBucketName=... -c pipelineLocation=... ...`; README "Deploying with CDK").
+import { App, Stack, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { Sluice } from '../lib/sluice';
+
+const app = new App();
+const ctx = (name: string): string | undefined => {
+  const v = app.node.tryGetContext(name);
+  return v === undefined || v === '' ? undefined : String(v);
+};
+const required = (name: string): string => {
+  const v = ctx(name);
+  if (v === undefined) throw new Error(`context ${name} is required: -c ${name}=...`);
+  return v;
+};
+const num = (name: string): number | undefined => (ctx(name) === undefined ? undefined : Number(ctx(name)));
+
+const stack = new Stack(app, ctx('stackName') ?? 'sluice', {
+  env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
+});
+new Sluice(stack, 'Sluice', {
+  lakeBucketName: required('lakeBucketName'),
+  existingLakeBucket: ctx('existingLakeBucket') === 'true',
+  pipelineLocation: required('pipelineLocation'),
+  glueDatabaseName: required('glueDatabaseName'),
+  glueJobName: ctx('glueJobName'),
+  hashKeySecretArn: ctx('hashKeySecretArn'),
+  redshift: {
+    workgroupArn: ctx('redshiftWorkgroupArn'),
+    clusterIdentifier: ctx('redshiftClusterIdentifier'),
+    database: ctx('redshiftDatabase'),
+    secretArn: ctx('redshiftSecretArn'),
+    dbUser: ctx('redshiftDbUser'),
+    copyRoleArn: ctx('redshiftCopyRoleArn'),
+  },
+  alarmEmail: ctx('alarmEmail'),
+  rawRetentionDays: num('rawRetentionDays'),
+  quarantineRetentionDays: num('quarantineRetentionDays'),
+  loadsRetentionDays: num('loadsRetentionDays'),
+  transformMemorySize: num('transformMemorySize'),
+  loaderMemorySize: num('loaderMemorySize'),
+});
+if (ctx('nag') !== 'false') Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
