@@ -221,6 +221,8 @@ export class Sluice extends Construct {
       onFailure: new destinations.SqsDestination(this.transformDlq),
     });
     this.transformFunction.node.addDependency(transformLogs);
+    // The binary, for the parity check against template.yaml (test/parity.py).
+    (this.transformFunction.node.defaultChild as lambda.CfnFunction).addMetadata('Sluice:Binary', 'transform');
 
     // ---- redshift-loader ------------------------------------------------------------------
     const loaderName = `${prefix}-redshift-loader`;
@@ -277,6 +279,7 @@ export class Sluice extends Construct {
       systemLogLevelV2: lambda.SystemLogLevel.WARN,
     });
     this.redshiftLoaderFunction.node.addDependency(loaderLogs);
+    (this.redshiftLoaderFunction.node.defaultChild as lambda.CfnFunction).addMetadata('Sluice:Binary', 'redshift-loader');
     // Manifests arriving within a minute load together (one merge per table); two loads at
     // once at most (2 is the smallest value SQS allows).
     this.redshiftLoaderFunction.addEventSource(new SqsEventSource(this.manifestQueue, {
