@@ -119,7 +119,12 @@ export class Sluice extends Construct {
     if (rs.workgroupArn && rs.dbUser) {
       throw new Error('Sluice: Serverless takes the user from IAM or redshift.secretArn; leave redshift.dbUser unset');
     }
-    if (!Token.isUnresolved(props.pipelineLocation) && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+$/.test(props.pipelineLocation)) {
+    // A token cannot be checked or taken apart here (the ARN below strips `s3://` from the
+    // text): the location must be known when the app is synthesized.
+    if (Token.isUnresolved(props.pipelineLocation)) {
+      throw new Error('Sluice: pipelineLocation must be a literal s3://BUCKET/KEY, not a token');
+    }
+    if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+$/.test(props.pipelineLocation)) {
       throw new Error(`Sluice: pipelineLocation must be s3://BUCKET/KEY, not ${props.pipelineLocation}`);
     }
     const prefix = props.functionNamePrefix ?? stack.stackName;
@@ -199,6 +204,9 @@ export class Sluice extends Construct {
     const transformLogs = new logs.LogGroup(this, 'TransformLogGroup', {
       logGroupName: `/aws/lambda/${transformName}`,
       retention: logRetention,
+      // Deleted with the stack, as template.yaml's are: a kept group would make the next stack
+      // of the same name fail on its existing name.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
     this.transformFunction = new RustFunction(this, 'TransformFunction', {
       functionName: transformName,
@@ -262,6 +270,7 @@ export class Sluice extends Construct {
     const loaderLogs = new logs.LogGroup(this, 'RedshiftLoaderLogGroup', {
       logGroupName: `/aws/lambda/${loaderName}`,
       retention: logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
     });
     this.redshiftLoaderFunction = new RustFunction(this, 'RedshiftLoaderFunction', {
       functionName: loaderName,

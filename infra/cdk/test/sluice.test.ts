@@ -30,6 +30,16 @@ test('both functions: arm64, provided.al2023, bootstrap, SLUICE_PIPELINE and SLU
   assert.equal(ofType('AWS::Lambda::Function').length, 2, 'no other function (no notifications custom resource)');
 });
 
+test('the log groups go with the stack, as template.yaml\'s do', () => {
+  const groups = ofType('AWS::Logs::LogGroup');
+  assert.equal(groups.length, 2);
+  for (const [id, r] of groups) assert.equal(r.DeletionPolicy, 'Delete', id);
+});
+
+test('the pipeline location must be a literal s3:// URL', () => {
+  assert.throws(() => synth({ pipelineLocation: 'pipeline.toml' }), /must be s3:\/\/BUCKET\/KEY/);
+});
+
 test('raw/ -> transform, retried twice, failures to the DLQ', () => {
   template.hasResourceProperties('AWS::S3::Bucket', {
     BucketName: 'sluice-lake-test',
