@@ -341,6 +341,8 @@ export class Sluice extends Construct {
       assumedBy: new iam.ServicePrincipal('glue.amazonaws.com'),
       inlinePolicies: { 'glue-transform': new iam.PolicyDocument({ statements: glueStatements }) },
     });
+    // template.yaml's logical id, for the parity check (test/parity.py).
+    (glueRole.node.defaultChild as iam.CfnRole).addMetadata('Sluice:Role', 'GlueTransformJobRole');
     this.glueJob = new glue.CfnJob(this, 'GlueTransformJob', {
       name: glueJobName,
       description: 'Sluice transform for large raw objects (infra/glue/transform_job.py); started by the transform function',
@@ -384,6 +386,7 @@ export class Sluice extends Construct {
           }),
         },
       });
+      (copyRole.node.defaultChild as iam.CfnRole).addMetadata('Sluice:Role', 'RedshiftCopyRole');
       this.copyRoleArn = copyRole.roleArn;
     }
 

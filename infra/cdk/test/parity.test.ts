@@ -1,31 +1,63 @@
 // template.yaml (expanded by aws-sam-translator) and the construct deploy the same functions,
-// event sources, environment names and IAM actions (test/parity.py); a template.yaml that
-// drifts (a permission dropped, a variable renamed) fails the check.
+// event sources, environment names and IAM grants (action, resource, condition) on every role
+// (test/parity.py); a template.yaml that drifts (a permission dropped or widened, a condition
+// removed, a variable renamed) fails the check.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { synth } from './helpers';
+import { SluiceProps } from '../lib/sluice';
+import { BASE, synth } from './helpers';
 
 const TEMPLATE = path.resolve(__dirname, '..', '..', '..', 'template.yaml');
 const dir = mkdtempSync(path.join(tmpdir(), 'sluice-parity-'));
 const secret = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rs-AbCdEf';
-// One synthesis per Redshift sign-in: together they take every branch template.yaml's
-// conditions may take.
-const cdkTemplates = [
-  {},
-  { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' } },
-  { redshift: { clusterIdentifier: 'c1', secretArn: secret } },
-].map((props, i) => {
-  const file = path.join(dir, `cdk-${i}.json`);
-  writeFileSync(file, JSON.stringify(synth(props).template.toJSON()));
-  return file;
-});
 
-function parity(samTemplate: string) {
-  const r = spawnSync('python3', [path.join(__dirname, 'parity.py'), samTemplate, ...cdkTemplates], { encoding: 'utf8' });
+/** template.yaml's parameter values (and pseudo parameters) for the deployment `props` describes. */
+function parameters(props: SluiceProps): Record<string, string> {
+  const rs = props.redshift;
+  return {
+    'AWS::Partition': 'aws',
+    'AWS::Region': 'eu-west-1',
+    'AWS::AccountId': '111111111111',
+    'AWS::StackName': 'SluiceTest',
+    LakeBucketName: props.lakeBucketName,
+    PipelineLocation: props.pipelineLocation,
+    HashKeySecretArn: props.hashKeySecretArn ?? '',
+    GlueDatabaseName: props.glueDatabaseName,
+    RedshiftWorkgroupArn: rs.workgroupArn ?? '',
+    RedshiftClusterIdentifier: rs.clusterIdentifier ?? '',
+    RedshiftDatabase: rs.database ?? 'dev',
+    RedshiftSecretArn: rs.secretArn ?? '',
+    RedshiftDbUser: rs.dbUser ?? '',
+    RedshiftCopyRoleArn: rs.copyRoleArn ?? '',
+    AlarmEmail: props.alarmEmail ?? '',
+  };
+}
+
+// One synthesis per Redshift sign-in (and one with a given COPY role and no hash key), each
+// compared with template.yaml evaluated for the same parameter values.
+const VARIANTS: Record<string, Partial<SluiceProps>> = {
+  'workgroup-iam': {},
+  'cluster-db-user': { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' } },
+  'cluster-secret': { redshift: { clusterIdentifier: 'c1', secretArn: secret } },
+  'workgroup-secret-given-copy-role': {
+    redshift: { ...BASE.redshift, secretArn: secret, copyRoleArn: 'arn:aws:iam::111111111111:role/copy' },
+    hashKeySecretArn: undefined,
+  },
+};
+const variants = Object.fromEntries(Object.entries(VARIANTS).map(([name, props]) => {
+  const file = path.join(dir, `${name}.json`);
+  const full = { ...BASE, ...props };
+  writeFileSync(file, JSON.stringify({ parameters: parameters(full), template: synth(props).template.toJSON() }));
+  return [name, file];
+}));
+const all = Object.values(variants);
+
+function parity(samTemplate: string, files: string[] = all) {
+  const r = spawnSync('python3', [path.join(__dirname, 'parity.py'), samTemplate, ...files], { encoding: 'utf8' });
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -38,16 +70,63 @@ function mutated(name: string, edit: (s: string) => string): string {
   return file;
 }
 
-test('template.yaml and the construct agree', () => {
+test('template.yaml and the construct agree for every variant', () => {
   const r = parity(TEMPLATE);
   assert.equal(r.status, 0, r.out);
-  assert.match(r.out, /parity: 2 functions/);
+  for (const name of Object.keys(VARIANTS)) {
+    assert.match(r.out, new RegExp(`\\[${name}\\] parity: \\d+ functions and roles`));
+  }
+  // Two functions and two roles; the given COPY role is not the stack's.
+  assert.match(r.out, /\[workgroup-iam\] parity: 4 functions and roles/);
+  assert.match(r.out, /\[workgroup-secret-given-copy-role\] parity: 3 functions and roles/);
 });
 
 test('a permission dropped from template.yaml fails the check', () => {
   const r = parity(mutated('drop-permission', (s) => s.replace(/^\s+- redshift-data:BatchExecuteStatement\n/m, '')));
   assert.equal(r.status, 1, r.out);
-  assert.match(r.out, /redshift-loader: actions redshift-data:batchexecutestatement in the CDK app only/);
+  assert.match(r.out, /\[workgroup-iam\] redshift-loader: grants \('redshift-data:batchexecutestatement', 'arn:<partition>:redshift-serverless:<region>:<account>:workgroup\/abc', '\{\}'\) in the CDK app only/);
+});
+
+test('a resource prefix changed in template.yaml fails the check', () => {
+  const r = parity(mutated('raw-prefix', (s) => s.replace(
+    'Sid: ReadRaw\n                Effect: Allow\n                Action:\n                  - s3:GetObject\n                Resource: !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/raw/*',
+    'Sid: ReadRaw\n                Effect: Allow\n                Action:\n                  - s3:GetObject\n                Resource: !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/*')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /transform: grants \('s3:getobject', 'arn:<partition>:s3:::<lake>\/\*', '\{\}'\) in template.yaml only/);
+  assert.match(r.out, /transform: grants \('s3:getobject', 'arn:<partition>:s3:::<lake>\/raw\/\*', '\{\}'\) in the CDK app only/);
+});
+
+test('an action moved to another prefix in template.yaml fails the check', () => {
+  // The loader's PutObject on loads/ becomes a PutObject on curated/.
+  const r = parity(mutated('moved-action', (s) => s.replace(
+    '- s3:PutObject\n                Resource:\n                  - !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/loads/*',
+    '- s3:PutObject\n                Resource:\n                  - !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/curated/*')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /redshift-loader: grants \('s3:putobject', 'arn:<partition>:s3:::<lake>\/curated\/\*', '\{\}'\) in template.yaml only/);
+  assert.match(r.out, /redshift-loader: grants \('s3:putobject', 'arn:<partition>:s3:::<lake>\/loads\/\*', '\{\}'\) in the CDK app only/);
+});
+
+test('the statement-owner condition removed from template.yaml fails the check', () => {
+  const r = parity(mutated('no-owner-condition', (s) => s.replace(
+    /(Resource: "\*"\n)\s+Condition:\n\s+StringEquals:\n\s+redshift-data:statement-owner-iam-userid: \$\{aws:userid\}\n/, '$1')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /redshift-loader: grants \('redshift-data:describestatement', '\*', '\{\}'\) in template.yaml only/);
+  assert.match(r.out, /redshift-loader: grants \('redshift-data:describestatement', '\*', '\{"StringEquals": \{"redshift-data:statement-owner-iam-userid": "\$\{aws:userid\}"\}\}'\) in the CDK app only/);
+});
+
+test("a permission dropped from the Glue job's role fails the check", () => {
+  const r = parity(mutated('glue-role', (s) => s.replace(
+    '- s3:DeleteObject\n                  - s3:AbortMultipartUpload', '- s3:AbortMultipartUpload')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /GlueTransformJobRole: grants \('s3:deleteobject', 'arn:<partition>:s3:::<lake>\/curated\/\*', '\{\}'\) in the CDK app only/);
+});
+
+test('a widened COPY role fails the check', () => {
+  const r = parity(mutated('copy-role', (s) => s.replace(
+    '- !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/loads/*\n              - Sid: LocateLake',
+    '- !Sub arn:${AWS::Partition}:s3:::${LakeBucketName}/*\n              - Sid: LocateLake')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /RedshiftCopyRole: grants \('s3:getobject', 'arn:<partition>:s3:::<lake>\/\*', '\{\}'\) in template.yaml only/);
 });
 
 test('a variable renamed in template.yaml fails the check', () => {
@@ -63,8 +142,15 @@ test('a queue setting changed in template.yaml fails the check', () => {
   assert.match(r.out, /redshift-loader: events \('sqs', 10,/);
 });
 
-test('a Redshift sign-in permission dropped from the construct side fails the check', () => {
-  const r = spawnSync('python3', [path.join(__dirname, 'parity.py'), TEMPLATE, cdkTemplates[0]], { encoding: 'utf8' });
-  assert.equal(r.status, 1, r.stdout);
-  assert.match(r.stdout, /redshift-loader: actions redshift:getclustercredentials in template.yaml only/);
+test('a sign-in permission missing from one variant fails the check, though the others have it', () => {
+  // The workgroup synthesis compared with template.yaml evaluated for a cluster with a user:
+  // the union of variants would hide this, the per-variant comparison does not.
+  const file = path.join(dir, 'mismatched.json');
+  const v = JSON.parse(readFileSync(variants['workgroup-iam'], 'utf8'));
+  v.parameters = JSON.parse(readFileSync(variants['cluster-db-user'], 'utf8')).parameters;
+  writeFileSync(file, JSON.stringify(v));
+  const r = parity(TEMPLATE, [...all, file]);
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[mismatched\] redshift-loader: grants \('redshift:getclustercredentials', 'arn:<partition>:redshift:<region>:<account>:dbuser:c1\/loader', '\{\}'\) in template.yaml only/);
+  assert.doesNotMatch(r.out, /\[workgroup-iam\] (?!parity)/);
 });
