@@ -148,6 +148,12 @@ test('an existing bucket is imported and notified through CDK', () => {
   t.hasResourceProperties('Custom::S3BucketNotifications', { BucketName: 'sluice-lake-test' });
 });
 
+test('cdk-nag AwsSolutions on the existing-bucket path: no finding left unacknowledged', () => {
+  const { stack: s } = synth({ existingLakeBucket: true });
+  const report = nagFindings(s);
+  assert.deepEqual(report.violations.map((v) => v.ruleName), []);
+});
+
 test('cdk-nag AwsSolutions: no finding left unacknowledged', () => {
   const report = nagFindings(stack);
   assert.deepEqual(report.violations.map((v) => v.ruleName), []);
