@@ -15,7 +15,13 @@ const required = (name: string): string => {
   if (v === undefined) throw new Error(`context ${name} is required: -c ${name}=...`);
   return v;
 };
-const num = (name: string): number | undefined => (ctx(name) === undefined ? undefined : Number(ctx(name)));
+const num = (name: string): number | undefined => {
+  const v = ctx(name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`context ${name} must be a number, not ${v}`);
+  return n;
+};
 
 const stack = new Stack(app, ctx('stackName') ?? 'sluice', {
   env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
