@@ -226,9 +226,10 @@ fn counts(r: &TableReport) -> LoadCounts {
 }
 
 fn failures(r: &Response) -> Vec<&str> {
-    r.batch_item_failures
-        .as_ref()
-        .expect("an SQS response")
+    let Some(failures) = &r.batch_item_failures else {
+        panic!("not an SQS response: {r:?}");
+    };
+    failures
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect()
@@ -261,10 +262,14 @@ fn the_lease_outlives_the_invocation() {
     // The warehouse stops FINISH_MARGIN before the deadline (now, when that is already past).
     let left = Duration::from_secs(300) - FINISH_MARGIN;
     let before = Instant::now();
-    let until = inv.run_until(1_000_000).expect("a deadline");
+    let Some(until) = inv.run_until(1_000_000) else {
+        panic!("no deadline");
+    };
     let after = Instant::now();
     assert!(before + left <= until && until <= after + left);
-    let late = inv.run_until(1_000_000 + 299_000).expect("a deadline");
+    let Some(late) = inv.run_until(1_000_000 + 299_000) else {
+        panic!("no deadline");
+    };
     assert!(late <= Instant::now(), "past the finish margin: now");
     // Already past (cargo lambda's emulator sends the timeout, not a time): unknown.
     assert_eq!(inv.run_until(2_000_000), None);
