@@ -19,23 +19,25 @@
 //!    (never TRUNCATE, which would commit the transaction in Redshift).
 
 mod dataapi;
+mod executor;
 pub mod lease;
 mod load;
+mod null_keys;
 mod plan;
 mod postgres;
+mod reconcile;
 mod sql;
 mod target;
 
 pub use dataapi::DataApiTarget;
-pub use load::{
-    batch_id, Executed, Executor, LoadCounts, LoadError, LoadOutcome, LoadSummary, Loader,
-    RunContext,
-};
+pub use executor::{Executed, Executor, LoadError, RunContext};
+pub use load::{batch_id, LoadOutcome, Loader};
 pub use plan::{
     step_names, CopyGroup, CopyStep, LoadPlan, PlanColumn, PlanError, Statement, Step, TablesFound,
     LOADER_COLUMNS, MAX_BATCH_STATEMENTS, TOMBSTONE_SUFFIX,
 };
 pub use postgres::{append_csv, PgTarget};
+pub use reconcile::{LoadCounts, LoadSummary};
 pub use sql::{
     quote_ident, spectrum_schema, Dialect, REDSHIFT_COPY_MAX_ROW_BYTES, REDSHIFT_VARBYTE_MAX_BYTES,
     REDSHIFT_VARCHAR_MAX_BYTES,

@@ -18,7 +18,7 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::lake::ObjectStore;
 
-use super::load::{Executed, Executor, LoadError, RunContext};
+use super::executor::{Executed, Executor, LoadError, RunContext};
 use super::plan::{CopyStep, LoadPlan, Statement, Step};
 use super::sql::{quote_ident, Dialect};
 

@@ -9,7 +9,7 @@ use crate::aws::Clients;
 use crate::config::Pipeline;
 
 use super::dataapi::DataApiTarget;
-use super::load::{Executor, LoadError};
+use super::executor::{Executor, LoadError};
 use super::postgres::PgTarget;
 
 /// Where the Lambda finds a PostgreSQL target that replaces `[redshift]` (local runs, tests).

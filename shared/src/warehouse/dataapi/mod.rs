@@ -49,7 +49,7 @@ use crate::config::RedshiftConfig;
 use crate::lake::layout::load_statement_key;
 use crate::lake::LakeError;
 
-use super::load::{Executed, Executor, LoadError, RunContext};
+use super::executor::{Executed, Executor, LoadError, RunContext};
 use super::plan::{LoadPlan, Statement, Step};
 use super::postgres::rand_ms;
 use super::sql::{quote_literal, Dialect};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::lake::layout::{load_state_prefix, load_statement_batch};
 use crate::lake::{LakeError, PutMode};
 
-use super::super::load::{Executed, LoadError, RunContext};
+use super::super::executor::{Executed, LoadError, RunContext};
 use super::super::plan::Step;
 use super::status::{align, Described, Phase};
 // `Auth` and `Warehouse` are named by the `connect!` macro.
