@@ -11,6 +11,7 @@ pub mod dataapi;
 mod events;
 pub mod golden;
 pub mod lambda;
+pub mod warehouse;
 pub use lambda::{built_binary, Invocation, LambdaFunction, Payload, RunningLambda};
 
 /// The moto_server endpoint. `scripts/test` starts one and exports `SLUICE_TEST_AWS_ENDPOINT`;

@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
-use sqlx::{AssertSqlSafe, Connection, Row};
 
 use sluice::config::Pipeline;
 use sluice::lake::manifest::Manifest;
 use sluice::warehouse::LoadPlan;
 use sluice_tests::dataapi::{DataApi, Submission};
+use sluice_tests::warehouse::table_rows;
 use sluice_tests::{
     get_object, hmac_hex, list_keys, moto_bucket, moto_sdk_config, moto_secret, pg_url, put_object,
     unique_name, LambdaFunction, Payload, RunningLambda, TEST_HASH_KEY,
@@ -316,20 +316,7 @@ columns = [
 /// A final table's rows as text (`select` over its columns), ordered by `order`.
 async fn final_rows(p: &Pipeline, table: &str, select: &str, order: &str) -> Vec<String> {
     let plan = LoadPlan::new(p.table(table).expect("table")).expect("plan");
-    let mut c = sqlx::PgConnection::connect(&pg_url())
-        .await
-        .expect("connect");
-    let sql = format!(
-        "SELECT ({select})::text FROM {} ORDER BY {order}",
-        plan.final_table()
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .fetch_all(&mut c)
-        .await
-        .expect("select")
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect()
+    table_rows(&plan, select, order).await
 }
 
 async fn orders_rows(p: &Pipeline) -> Vec<String> {

@@ -25,37 +25,14 @@ use sluice::warehouse::{
     LoadSummary, Loader, Statement, TablesFound,
 };
 use sluice_tests::dataapi::{DataApi, FailAt, LoadErrorDetail, Submission};
+use sluice_tests::warehouse::{change_rows, change_table};
 use sluice_tests::{moto_bucket, moto_sdk_config, pg_url, unique_name};
 
 const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/sluice-copy";
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice-redshift-AbCdEf";
 
 fn pipeline(schema: &str, with_amount: bool) -> Pipeline {
-    let amount = if with_amount {
-        "\n  { name = \"amount\", type = \"decimal(12,2)\" },"
-    } else {
-        ""
-    };
-    let text = format!(
-        r#"
-[[tables]]
-name = "orders"
-raw_prefix = "raw/cdc/orders/"
-format = "jsonl"
-partition_by = "_commit_ts"
-dedup = {{ key = ["order"], order_by = "_lsn" }}
-catalog = {{ database = "db" }}
-warehouse = {{ schema = "{schema}", table = "Order", merge_keys = ["order"], columns = {{ note = "Note Text" }} }}
-columns = [
-  {{ name = "order", type = "int" }},
-  {{ name = "note", type = "string" }},{amount}
-  {{ name = "_op", type = "string" }},
-  {{ name = "_lsn", type = "int" }},
-  {{ name = "_commit_ts", type = "timestamp" }},
-]
-"#
-    );
-    Pipeline::parse(&text, "test").expect("pipeline")
+    change_table(schema, with_amount, true)
 }
 
 /// An S3 lake in moto, a local catalog, and the Data API endpoint.
@@ -287,23 +264,7 @@ fn first_rows() -> Vec<String> {
 /// The final table as `order|note|amount|lsn|commit_ts`, read from PostgreSQL directly.
 async fn final_rows(p: &Pipeline, with_amount: bool) -> Vec<String> {
     let plan = LoadPlan::new(p.table("orders").expect("orders")).expect("plan");
-    let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
-    let amount = if with_amount {
-        "\"amount\"::text"
-    } else {
-        "NULL::text"
-    };
-    let sql = format!(
-        "SELECT \"order\"::text || '|' || COALESCE(\"Note Text\", '∅') || '|' || COALESCE({amount}, '∅') || '|' || \"_lsn\"::text || '|' || \"_commit_ts\"::text FROM {} ORDER BY \"order\"",
-        plan.final_table()
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .fetch_all(&mut c)
-        .await
-        .expect("select")
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect()
+    change_rows(&plan, with_amount).await
 }
 
 #[tokio::test]

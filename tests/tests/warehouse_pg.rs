@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 use sluice::config::Pipeline;
 use sluice::warehouse::{Dialect, LoadPlan, Statement};
+use sluice_tests::warehouse::{change_rows, change_table};
 use sluice_tests::{pg_url, unique_name};
 
 /// A change table with awkward warehouse names: a reserved word, upper case, a space.
@@ -267,35 +268,7 @@ use sluice::warehouse::{
 };
 
 fn changes_pipeline(schema: &str, with_amount: bool) -> Pipeline {
-    changes_pipeline_locked(schema, with_amount, true)
-}
-
-fn changes_pipeline_locked(schema: &str, with_amount: bool, lock: bool) -> Pipeline {
-    let amount = if with_amount {
-        "\n  { name = \"amount\", type = \"decimal(12,2)\" },"
-    } else {
-        ""
-    };
-    let text = format!(
-        r#"
-[[tables]]
-name = "orders"
-raw_prefix = "raw/cdc/orders/"
-format = "jsonl"
-partition_by = "_commit_ts"
-dedup = {{ key = ["order"], order_by = "_lsn" }}
-catalog = {{ database = "db" }}
-warehouse = {{ schema = "{schema}", table = "Order", merge_keys = ["order"], lock = {lock}, columns = {{ note = "Note Text" }} }}
-columns = [
-  {{ name = "order", type = "int" }},
-  {{ name = "note", type = "string" }},{amount}
-  {{ name = "_op", type = "string" }},
-  {{ name = "_lsn", type = "int" }},
-  {{ name = "_commit_ts", type = "timestamp" }},
-]
-"#
-    );
-    Pipeline::parse(&text, "test").expect("pipeline")
+    change_table(schema, with_amount, true)
 }
 
 struct Lake {
@@ -365,23 +338,7 @@ fn loader<'a>(
 }
 
 async fn final_rows(plan: &LoadPlan, with_amount: bool) -> Vec<String> {
-    let mut c = PgConnection::connect(&pg_url()).await.expect("connect");
-    let amount = if with_amount {
-        "\"amount\"::text"
-    } else {
-        "NULL::text"
-    };
-    let sql = format!(
-        "SELECT \"order\"::text || '|' || COALESCE(\"Note Text\", '∅') || '|' || COALESCE({amount}, '∅') || '|' || \"_lsn\"::text || '|' || \"_commit_ts\"::text FROM {} ORDER BY \"order\"",
-        plan.final_table()
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .fetch_all(&mut c)
-        .await
-        .expect("select")
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect()
+    change_rows(plan, with_amount).await
 }
 
 #[tokio::test]
@@ -764,7 +721,7 @@ async fn a_second_load_backs_off_while_the_lease_is_held() {
 async fn without_lease_and_lock_a_real_serialization_conflict_is_retried() {
     let schema = unique_name("conflict");
     let l = lake();
-    let p = changes_pipeline_locked(&schema, false, false);
+    let p = change_table(&schema, false, false);
     let (k1, _) = transform(
         &l,
         &p,
