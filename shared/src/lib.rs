@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod catalog;
+pub mod cdc;
 pub mod config;
 pub mod events;
 pub mod glue_job;

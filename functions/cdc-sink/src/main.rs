@@ -1,0 +1,3 @@
+//! Start-up for the `cdc-sink` Lambda (being written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Start-up for the `wal-decoder` Lambda (being written).
+
+fn main() {}
