@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Example app: one stack holding the Sluice construct, configured by context values
 // (`npx cdk deploy -c lakeBucketName=... -c pipelineLocation=... ...`; README "Deploying with CDK").
-import { App, Stack, Validations } from 'aws-cdk-lib';
+import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { Sluice } from '../lib/sluice';
 
@@ -22,6 +24,17 @@ const num = (name: string): number | undefined => {
   if (!Number.isFinite(n)) throw new Error(`context ${name} must be a number, not ${v}`);
   return n;
 };
+
+const list = (name: string): string[] | undefined => ctx(name)?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+const seconds = (name: string): Duration | undefined => {
+  const n = num(name);
+  return n === undefined ? undefined : Duration.seconds(n);
+};
+const streamMode = ctx('cdcStreamMode');
+if (streamMode !== undefined && !['PROVISIONED', 'ON_DEMAND'].includes(streamMode)) {
+  throw new Error(`context cdcStreamMode must be PROVISIONED or ON_DEMAND, not ${streamMode}`);
+}
+const schedule = ctx('cdcSchedule');
 
 const stack = new Stack(app, ctx('stackName') ?? 'sluice', {
   env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
@@ -47,5 +60,17 @@ new Sluice(stack, 'Sluice', {
   loadsRetentionDays: num('loadsRetentionDays'),
   transformMemorySize: num('transformMemorySize'),
   loaderMemorySize: num('loaderMemorySize'),
+  // The CDC path with -c cdc=true (README "Deploying with CDK").
+  cdc: ctx('cdc') === 'true' ? {
+    streamMode: streamMode as kinesis.StreamMode | undefined,
+    shardCount: num('cdcShardCount'),
+    schedule: schedule === undefined ? undefined : events.Schedule.expression(schedule),
+    decoderTimeout: seconds('cdcDecoderTimeoutSeconds'),
+    sourceSecretArn: ctx('cdcSourceSecretArn'),
+    subnetIds: list('cdcSubnetIds'),
+    securityGroupIds: list('cdcSecurityGroupIds'),
+    slotLagAlarmBytes: num('cdcSlotLagAlarmBytes'),
+    iteratorAgeAlarm: seconds('cdcIteratorAgeAlarmSeconds'),
+  } : undefined,
 });
 if (ctx('nag') !== 'false') Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -1,1 +1,2 @@
 export * from './sluice';
+export type { SluiceCdcProps, SluiceCdcResources } from './cdc';

@@ -21,11 +21,20 @@ const WILDCARD_REASONS: Record<string, string> = {
   FollowOwnStatements:
     'Redshift Data API statement ids cannot be scoped by ARN; the redshift-data:statement-owner-iam-userid condition limits these to the statements this role submitted (as template.yaml)',
   ReadCopyInputs: 'objects under curated/ and loads/ only: the files a COPY manifest names',
+  CdcState: "objects under state/cdc/ only: wal-decoder's progress through a transaction too large for one run",
+  Spill: 'objects under spill/cdc/ only: one per change too large for a Kinesis record, keyed by its LSN',
+  WriteRawChanges: 'objects under raw/cdc/ and quarantine/_cdc-sink/ only: one per table and batch of the stream',
+  ReadSpill: 'objects under spill/cdc/ only: named by the pointer records on the stream',
+  VpcNetworkInterfaces:
+    "Lambda creates and deletes the function's network interfaces in the VPC with its role (as AWSLambdaVPCAccessExecutionRole): EC2's Describe actions take no resource, and the interfaces' ids are not known in advance",
 };
 
 const RULE_REASONS: Record<string, Record<string, string>> = {
   TransformDLQ: {
     'AwsSolutions-SQS3': "this queue is itself a dead-letter queue: the transform function's on-failure destination",
+  },
+  CdcSinkDLQ: {
+    'AwsSolutions-SQS3': "this queue is itself a dead-letter queue: the on-failure destination of cdc-sink's Kinesis event source mapping",
   },
   LakeBucket: {
     'AwsSolutions-S1':

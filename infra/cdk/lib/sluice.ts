@@ -29,6 +29,7 @@ import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
+import { addCdc, SluiceCdcProps, SluiceCdcResources } from './cdc';
 import { acknowledgeNagFindings } from './nag';
 
 /** The warehouse the loader writes: a Serverless workgroup or a provisioned cluster. */
@@ -84,10 +85,15 @@ export interface SluiceProps {
   readonly transformMemorySize?: number;
   /** @default 512 */
   readonly loaderMemorySize?: number;
-  /** Functions are named `<prefix>-transform`, `<prefix>-redshift-loader`. @default the stack name */
+  /** Functions are named `<prefix>-transform`, `<prefix>-redshift-loader`, ... @default the stack name */
   readonly functionNamePrefix?: string;
   /** The workspace Cargo.toml the functions are built from. @default the repository's */
   readonly manifestPath?: string;
+  /**
+   * Change data capture from PostgreSQL (wal-decoder, the change stream, cdc-sink), as
+   * template.yaml's EnableCdc. @default none
+   */
+  readonly cdc?: SluiceCdcProps;
 }
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -103,6 +109,8 @@ export class Sluice extends Construct {
   public readonly alarmTopic: sns.Topic;
   /** The role COPY assumes: the one given, or the one created. */
   public readonly copyRoleArn: string;
+  /** The CDC path, when `cdc` is set. */
+  public readonly cdc?: SluiceCdcResources;
 
   constructor(scope: Construct, id: string, props: SluiceProps) {
     super(scope, id);
@@ -462,6 +470,12 @@ export class Sluice extends Construct {
       targets: [new targets.SnsTopic(this.alarmTopic)],
     });
 
+    if (props.cdc) {
+      this.cdc = addCdc(this, props.cdc, {
+        prefix, manifestPath, logRetention, environment: env, pipelineArn, bucketArn, objects, logsStatement, alarmAction: action,
+      });
+    }
+
     acknowledgeNagFindings(this);
   }
 
@@ -481,6 +495,8 @@ export class Sluice extends Construct {
         { id: 'expire-quarantine', prefix: 'quarantine/', expiration: days(props.quarantineRetentionDays, 30) },
         { id: 'expire-loads', prefix: 'loads/', expiration: days(props.loadsRetentionDays, 90) },
         { id: 'expire-glue-scratch', prefix: 'state/glue/', expiration: Duration.days(7) },
+        // Change events too large for a Kinesis record (row values): kept as long as raw/.
+        { id: 'expire-spill', prefix: 'spill/', expiration: days(props.rawRetentionDays, 30) },
         { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(2) },
       ],
     });

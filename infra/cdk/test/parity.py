@@ -11,9 +11,12 @@ compared with that synthesis alone, so a permission dropped from one Redshift si
 
 For each function (keyed by its binary: SAM's Metadata.BuildProperties.Binary, the CDK
 function's Metadata "Sluice:Binary") both sides must have the same event sources (S3
-notifications with their filters, the SQS mapping with its settings and queue settings, the
-asynchronous invoke config), the same environment variable names, and the same IAM grants on
-the function's role. The Glue job's role and the COPY role are compared the same way (the CDK
+notifications with their filters, the SQS or Kinesis mapping with its settings, its queue's or
+stream's and its failure destination's, the asynchronous invoke config, EventBridge rules and
+invoke permissions), the same settings (runtime, architecture, timeout, memory, reserved
+concurrency, VPC subnets and security groups), the same environment variable names, and the
+same IAM grants on the function's role. A function under a condition the parameters turn off
+(EnableCdc) must be absent from the synthesis too. The Glue job's role and the COPY role are compared the same way (the CDK
 role's Metadata "Sluice:Role" names template.yaml's logical id). A grant is one
 (action, resource, condition) triple, every name normalised to a placeholder on both sides:
 the lake bucket is <lake>, the partition, region and account are <partition>, <region>,
@@ -71,6 +74,9 @@ class Evaluator:
         for k, v in template.get("Parameters", {}).items():
             if k not in self.params and "Default" in v:
                 self.params[k] = v["Default"]
+            # A list parameter is a list, as CloudFormation hands it on ("" is [""]).
+            if v.get("Type") == "CommaDelimitedList" and isinstance(self.params.get(k), str):
+                self.params[k] = self.params[k].split(",")
         self.cond_defs = template.get("Conditions", {})
         self.conds = {}
         self.logical = logical
@@ -219,11 +225,31 @@ def filters(cfg):
     return tuple(sorted((x["Name"].lower(), x["Value"]) for x in rules))
 
 
+def mapping(ev, res, raw):
+    """An event source mapping's settings, with those of its queue or stream and destination."""
+    src = res[ref_id(raw["EventSourceArn"])]
+    p, sp = ev.eval(raw), ev.eval(src["Properties"])
+    dest = ref_id(raw.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"))
+    common = (p.get("BatchSize"), p.get("MaximumBatchingWindowInSeconds"), tuple(p.get("FunctionResponseTypes", [])))
+    if src["Type"] == "AWS::SQS::Queue":
+        return ("sqs", *common, p.get("ScalingConfig", {}).get("MaximumConcurrency"),
+                sp.get("VisibilityTimeout"), sp.get("RedrivePolicy", {}).get("maxReceiveCount"))
+    return (src["Type"], *common, p.get("StartingPosition"), p.get("BisectBatchOnFunctionError"),
+            p.get("MaximumRetryAttempts"), p.get("MaximumRecordAgeInSeconds"), p.get("ParallelizationFactor"),
+            str(sp.get("StreamModeDetails", {}).get("StreamMode")), str(sp.get("ShardCount")),
+            sp.get("RetentionPeriodHours"), json.dumps(sp.get("StreamEncryption"), sort_keys=True),
+            res[dest]["Type"] if dest else None,
+            json.dumps({k: ev.eval(res[dest]["Properties"]).get(k) for k in ("SqsManagedSseEnabled", "MessageRetentionPeriod")}
+                       if dest else None, sort_keys=True))
+
+
 def describe(ev, names, binaries, roles):
     """{key: {aspect: set}} of a plain CloudFormation template: functions by binary, roles by name."""
     res = {k: v for k, v in ev.resources.items() if ev.present(v)}
     out = {}
     for fid, binary in binaries.items():
+        if fid not in res:
+            continue  # under a condition these parameters turn off (EnableCdc)
         f = res[fid]["Properties"]
         events = set()
         for b in res.values():
@@ -241,19 +267,28 @@ def describe(ev, names, binaries, roles):
         for m in res.values():
             p = m["Properties"] if "Properties" in m else {}
             if m["Type"] == "AWS::Lambda::EventSourceMapping" and ref_id(p["FunctionName"]) == fid:
-                qp = res[ref_id(p["EventSourceArn"])]["Properties"]
-                events.add(("sqs", p.get("BatchSize"), p.get("MaximumBatchingWindowInSeconds"),
-                            tuple(p.get("FunctionResponseTypes", [])),
-                            p.get("ScalingConfig", {}).get("MaximumConcurrency"),
-                            qp.get("VisibilityTimeout"), qp.get("RedrivePolicy", {}).get("maxReceiveCount")))
+                events.add(mapping(ev, res, p))
             if m["Type"] == "AWS::Lambda::EventInvokeConfig" and ref_id(p["FunctionName"]) == fid:
                 dest = p.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
                 dq = ref_id(dest)
                 events.add(("async", p.get("MaximumRetryAttempts"), p.get("MaximumEventAgeInSeconds"),
                             res[dq]["Type"] if dq else None))
+            if m["Type"] == "AWS::Events::Rule" and any(ref_id(t["Arn"]) == fid for t in p.get("Targets", [])):
+                rule = ev.eval(p)
+                events.add(("rule", rule.get("ScheduleExpression"), names(rule.get("EventPattern"))))
+            if m["Type"] == "AWS::Lambda::Permission" and ref_id(p["FunctionName"]) == fid:
+                src, perm = ref_id(p.get("SourceArn")), ev.eval(p)
+                events.add(("invoke", perm["Principal"], res[src]["Type"] if src else names(perm.get("SourceArn")),
+                            names(perm.get("SourceAccount", ""))))
         role = ref_id(f["Role"])
+        settings = ev.eval(f)
+        vpc = settings.get("VpcConfig", {})
         out[binary] = {
             "events": events,
+            "settings": {("runtime", settings.get("Runtime"), tuple(settings.get("Architectures", []))),
+                         ("timeout", str(settings.get("Timeout")), "memory", str(settings.get("MemorySize"))),
+                         ("reserved-concurrency", settings.get("ReservedConcurrentExecutions")),
+                         ("vpc", tuple(sorted(vpc.get("SubnetIds", []))), tuple(sorted(vpc.get("SecurityGroupIds", []))))},
             "env": set(f.get("Environment", {}).get("Variables", {})),
             "grants": grants(ev, names, role),
             "trust": trust(ev, names, role),

@@ -8,6 +8,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { Duration } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import { SluiceProps } from '../lib/sluice';
 import { BASE, synth } from './helpers';
 
@@ -18,7 +21,18 @@ const secret = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rs-AbCdEf';
 /** template.yaml's parameter values (and pseudo parameters) for the deployment `props` describes. */
 function parameters(props: SluiceProps): Record<string, string> {
   const rs = props.redshift;
+  const cdc = props.cdc;
   return {
+    ...(cdc ? {
+      EnableCdc: 'true',
+      CdcStreamMode: cdc.streamMode ?? 'PROVISIONED',
+      CdcShardCount: String(cdc.shardCount ?? 1),
+      CdcSchedule: (cdc.schedule ?? events.Schedule.rate(Duration.minutes(1))).expressionString,
+      CdcDecoderTimeout: String((cdc.decoderTimeout ?? Duration.seconds(300)).toSeconds()),
+      CdcSourceSecretArn: cdc.sourceSecretArn ?? '',
+      CdcSubnetIds: (cdc.subnetIds ?? []).join(','),
+      CdcSecurityGroupIds: (cdc.securityGroupIds ?? []).join(','),
+    } : { EnableCdc: 'false' }),
     'AWS::Partition': 'aws',
     'AWS::Region': 'eu-west-1',
     'AWS::AccountId': '111111111111',
@@ -38,11 +52,22 @@ function parameters(props: SluiceProps): Record<string, string> {
 }
 
 // One synthesis per Redshift sign-in (and one with a given COPY role and no hash key), each
-// compared with template.yaml evaluated for the same parameter values.
+// compared with template.yaml evaluated for the same parameter values; two with the CDC path,
+// with its defaults and with every option (on-demand stream, a source secret, a VPC).
 const VARIANTS: Record<string, Partial<SluiceProps>> = {
   'workgroup-iam': {},
-  'cluster-db-user': { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' } },
-  'cluster-secret': { redshift: { clusterIdentifier: 'c1', secretArn: secret } },
+  'cluster-db-user': { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' }, cdc: {} },
+  'cluster-secret': {
+    redshift: { clusterIdentifier: 'c1', secretArn: secret },
+    cdc: {
+      streamMode: kinesis.StreamMode.ON_DEMAND,
+      schedule: events.Schedule.rate(Duration.minutes(5)),
+      decoderTimeout: Duration.seconds(600),
+      sourceSecretArn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:source-AbCdEf',
+      subnetIds: ['subnet-0123456789abcdef0', 'subnet-0fedcba9876543210'],
+      securityGroupIds: ['sg-0123456789abcdef0'],
+    },
+  },
   'workgroup-secret-given-copy-role': {
     redshift: { ...BASE.redshift, secretArn: secret, copyRoleArn: 'arn:aws:iam::111111111111:role/copy' },
     hashKeySecretArn: undefined,
@@ -76,8 +101,10 @@ test('template.yaml and the construct agree for every variant', () => {
   for (const name of Object.keys(VARIANTS)) {
     assert.match(r.out, new RegExp(`\\[${name}\\] parity: \\d+ functions and roles`));
   }
-  // Two functions and two roles; the given COPY role is not the stack's.
+  // Two functions and two roles (four functions with CDC); the given COPY role is not the stack's.
   assert.match(r.out, /\[workgroup-iam\] parity: 4 functions and roles/);
+  assert.match(r.out, /\[cluster-db-user\] parity: 6 functions and roles/);
+  assert.match(r.out, /\[cluster-secret\] parity: 6 functions and roles/);
   assert.match(r.out, /\[workgroup-secret-given-copy-role\] parity: 3 functions and roles/);
 });
 
@@ -153,4 +180,30 @@ test('a sign-in permission missing from one variant fails the check, though the 
   assert.equal(r.status, 1, r.out);
   assert.match(r.out, /\[mismatched\] redshift-loader: grants \('redshift:getclustercredentials', 'arn:<partition>:redshift:<region>:<account>:dbuser:c1\/loader', '\{\}'\) in template.yaml only/);
   assert.doesNotMatch(r.out, /\[workgroup-iam\] (?!parity)/);
+});
+
+test("wal-decoder's reserved concurrency dropped from template.yaml fails the check", () => {
+  const r = parity(mutated('no-reserved-concurrency', (s) => s.replace(/^\s+ReservedConcurrentExecutions: 1\n/m, '')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-db-user\] wal-decoder: settings \('reserved-concurrency', 1\) in the CDK app only/);
+  assert.doesNotMatch(r.out, /\[workgroup-iam\] (?!parity)/);
+});
+
+test("a Kinesis mapping setting changed in template.yaml fails the check", () => {
+  const r = parity(mutated('no-bisect', (s) => s.replace('BisectBatchOnFunctionError: true', 'BisectBatchOnFunctionError: false')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-db-user\] cdc-sink: events \('AWS::Kinesis::Stream', 1000, 30, \('ReportBatchItemFailures',\), 'TRIM_HORIZON', False,/);
+});
+
+test("the VPC permissions dropped from template.yaml fail the check where wal-decoder is in a VPC", () => {
+  const r = parity(mutated('no-vpc-permissions', (s) => s.replace(/^\s+- ec2:DeleteNetworkInterface\n/m, '')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-secret\] wal-decoder: grants \('ec2:deletenetworkinterface', '\*', '\{\}'\) in the CDK app only/);
+  assert.doesNotMatch(r.out, /\[cluster-db-user\] (?!parity)/);
+});
+
+test('the VPC of wal-decoder is compared', () => {
+  const r = parity(mutated('other-subnets', (s) => s.replace('SubnetIds: !Ref CdcSubnetIds', 'SubnetIds: [subnet-0aaaaaaaaaaaaaaaa]')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-secret\] wal-decoder: settings \('vpc', \('subnet-0aaaaaaaaaaaaaaaa',\), \('sg-0123456789abcdef0',\)\) in template.yaml only/);
 });
