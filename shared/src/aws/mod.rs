@@ -75,6 +75,14 @@ fn secrets_with(
     aws_sdk_secretsmanager::Client::from_conf(b.build())
 }
 
+fn kinesis_with(sdk: &aws_config::SdkConfig, rec: RecorderFor<'_>) -> aws_sdk_kinesis::Client {
+    let mut b = aws_sdk_kinesis::config::Builder::from(sdk);
+    if let Some(r) = rec("kinesis") {
+        b = b.interceptor(r);
+    }
+    aws_sdk_kinesis::Client::from_conf(b.build())
+}
+
 fn redshift_data_with(
     sdk: &aws_config::SdkConfig,
     rec: RecorderFor<'_>,
@@ -101,6 +109,9 @@ pub struct Clients {
     pub secrets: aws_sdk_secretsmanager::Client,
     /// The Redshift Data API (the loader); `AWS_ENDPOINT_URL_REDSHIFT_DATA` points it elsewhere.
     pub redshift_data: aws_sdk_redshiftdata::Client,
+    /// Kinesis Data Streams (the wal-decoder puts change events); `AWS_ENDPOINT_URL_KINESIS`
+    /// points it elsewhere.
+    pub kinesis: aws_sdk_kinesis::Client,
 }
 
 impl Clients {
@@ -123,6 +134,7 @@ impl Clients {
             glue: glue_with(sdk, rec),
             secrets: secrets_with(sdk, rec),
             redshift_data: redshift_data_with(sdk, rec),
+            kinesis: kinesis_with(sdk, rec),
             sdk: sdk.clone(),
         }
     }
@@ -147,5 +159,38 @@ mod tests {
             .endpoint_url("http://127.0.0.1:5000")
             .build();
         assert!(s3_custom_endpoint(&global, None));
+    }
+
+    /// The Kinesis client records its calls under the IAM prefix `kinesis` (nothing listens
+    /// on the endpoint: a failed call is recorded too).
+    #[tokio::test]
+    async fn kinesis_calls_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.txt");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::new("k", "s", None, None, "test"),
+            ))
+            .endpoint_url("http://127.0.0.1:1")
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build();
+        let clients = Clients::build(&sdk, &|service| {
+            Some(OpRecorder::new(&path, "wal-decoder", service))
+        });
+        let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"{}".to_vec()))
+            .partition_key("k")
+            .build()
+            .unwrap();
+        let put = clients
+            .kinesis
+            .put_records()
+            .stream_name("s")
+            .records(entry);
+        assert!(put.send().await.is_err(), "nothing listens on port 1");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "wal-decoder kinesis:PutRecords\n");
     }
 }

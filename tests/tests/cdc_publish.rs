@@ -1,0 +1,250 @@
+//! The wal-decoder's publisher against moto_server's Kinesis and S3: events of mixed sizes go
+//! out in calls moto accepts (moto enforces the same 500-record, 5 MiB and 1 MiB limits as
+//! Kinesis), an oversized one through the lake, and every record reads back exactly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use serde_json::json;
+use sluice::aws::Clients;
+use sluice::cdc::wal::publish::{
+    spill_key, KinesisSink, PendingRecord, PointerSource, PublishError, Publisher, SpillPointer,
+    SpillRef,
+};
+use sluice::lake::{ObjectStore, S3Store};
+use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
+
+/// One record as read back: partition key, data, shard.
+type ReadBack = (String, Vec<u8>, String);
+
+/// Creates a stream and waits until it is active; returns its ARN.
+async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream in moto");
+    for _ in 0..100 {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("DescribeStreamSummary");
+        let s = summary.stream_description_summary().expect("a summary");
+        if s.stream_status() == &StreamStatus::Active {
+            return s.stream_arn().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {name} never became active");
+}
+
+async fn delete_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) {
+    kinesis
+        .delete_stream()
+        .stream_name(name)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+        .expect("DeleteStream");
+}
+
+/// Every record of every shard, from the start of each.
+async fn read_all(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadBack> {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(name)
+        .send()
+        .await
+        .expect("ListShards");
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(it) = iterator {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(it)
+                .limit(1000)
+                .send()
+                .await
+                .expect("GetRecords");
+            if page.records().is_empty() {
+                break;
+            }
+            for r in page.records() {
+                let data = r.data().as_ref().to_vec();
+                let key = r.partition_key().expect("a partition key").to_string();
+                out.push((key, data, shard.shard_id().into()));
+            }
+            iterator = page.next_shard_iterator().map(str::to_string);
+        }
+    }
+    out
+}
+
+fn source(i: u32) -> PointerSource {
+    PointerSource {
+        db: "shop".into(),
+        schema: "public".into(),
+        table: "orders".into(),
+        lsn: lsn(i),
+        txid: 100 + u64::from(i / 4),
+        commit_ts: format!("2026-11-26T09:{:02}:00.000001Z", i % 60),
+    }
+}
+
+fn lsn(i: u32) -> u64 {
+    5_000_000 + u64::from(i) * 10
+}
+
+/// Event sizes: one over 1 MiB (spilled), a run of ten of 600 KB (6 MB: the 5 MiB limit
+/// splits them), some of 50 KB, the rest under 3 KB.
+fn pad_bytes(i: u32) -> usize {
+    match (i, i % 97) {
+        (777, _) => 1_200_000,
+        (100..=109, _) => 600_000,
+        (_, 0) => 50_000,
+        _ => (i as usize * 37) % 3000,
+    }
+}
+
+fn pending(i: u32) -> PendingRecord {
+    let s = source(i);
+    let event = json!({"op": "c", "before": null,
+        "after": {"id": i, "pad": "x".repeat(pad_bytes(i))}, "source": s_json(&s)});
+    PendingRecord {
+        table: "orders".into(),
+        partition_key: format!("public.orders/{}", i % 41),
+        data: serde_json::to_vec(&event).unwrap(),
+        lsn: s.lsn,
+        index: i % 4,
+        source: s,
+    }
+}
+
+fn s_json(s: &PointerSource) -> serde_json::Value {
+    serde_json::to_value(s).unwrap()
+}
+
+#[tokio::test]
+async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
+    let sdk = moto_sdk_config().await;
+    let clients = Clients::new(sdk.clone());
+    let stream = unique_name("cdcpub");
+    let bucket = unique_name("cdc-publish");
+    create_stream(&clients.kinesis, &stream, 3).await;
+    let lake = Arc::new(S3Store::new(moto_bucket(&sdk, &bucket).await, &bucket));
+    let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &stream));
+    let mut publisher =
+        Publisher::new(sink, lake.clone()).with_deadline(Instant::now() + Duration::from_secs(120));
+
+    let records: Vec<PendingRecord> = (0..1200).map(pending).collect();
+    for r in records.clone() {
+        publisher.add(r).await.expect("add");
+    }
+    publisher.flush().await.expect("flush");
+    assert_eq!((publisher.added(), publisher.acked()), (1200, 1200));
+    let c = publisher.counters();
+    assert_eq!((c.records_sent, c.spilled, c.retries), (1200, 1, 0));
+    // The 6 MB run makes a call after 108 records (8 of 600 KB), then 500, 500 and 92: one
+    // call more than by count alone, and moto refuses a call over 5 MiB.
+    assert_eq!(c.calls, 4, "{c:?}");
+
+    // What the stream must hold: each event, the spilled one as its pointer.
+    let big = &records[777];
+    let key = spill_key("orders", big.lsn, big.index);
+    let mut want: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| (r.partition_key.clone(), r.data.clone()))
+        .collect();
+    let pointer = SpillPointer {
+        spill: SpillRef {
+            key: key.clone(),
+            bytes: big.data.len() as u64,
+        },
+        source: big.source.clone(),
+    };
+    want[777].1 = serde_json::to_vec(&pointer).unwrap();
+    assert_eq!(
+        lake.get_bytes(&key)
+            .await
+            .expect("the spilled event")
+            .to_vec(),
+        big.data
+    );
+
+    let read = read_all(&clients.kinesis, &stream).await;
+    let mut shard_of: HashMap<&str, &str> = HashMap::new();
+    for (pk, _, shard) in &read {
+        let first = shard_of.entry(pk).or_insert(shard);
+        assert_eq!(first, shard, "one partition key, one shard");
+    }
+    let shards: std::collections::HashSet<&&str> = shard_of.values().collect();
+    assert!(
+        shards.len() >= 2,
+        "records spread over the shards: {shards:?}"
+    );
+    let mut got: Vec<(String, Vec<u8>)> = read.into_iter().map(|(k, d, _)| (k, d)).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "the stream holds exactly the events, once each"
+    );
+
+    delete_stream(&clients.kinesis, &stream).await;
+    lake.delete(&key).await.expect("delete the spill object");
+}
+
+/// A stream named by ARN takes records; a missing stream is a lasting error naming it.
+#[tokio::test]
+async fn publishes_by_arn_and_names_a_missing_stream() {
+    let sdk = moto_sdk_config().await;
+    let clients = Clients::new(sdk.clone());
+    let stream = unique_name("cdcarn");
+    let arn = create_stream(&clients.kinesis, &stream, 1).await;
+    assert!(arn.starts_with("arn:"), "{arn}");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(sluice::lake::LocalStore::new(dir.path()).unwrap());
+    let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &arn));
+    let mut publisher = Publisher::new(sink, lake.clone());
+    for i in 0..3 {
+        publisher.add(pending(i)).await.expect("add");
+    }
+    publisher.flush().await.expect("flush by ARN");
+    let read = read_all(&clients.kinesis, &stream).await;
+    let mut got: Vec<Vec<u8>> = read.into_iter().map(|(_, d, _)| d).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..3).map(|i| pending(i).data).collect();
+    want.sort();
+    assert_eq!(got, want);
+    delete_stream(&clients.kinesis, &stream).await;
+
+    let missing = unique_name("cdcmissing");
+    let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &missing));
+    let mut publisher = Publisher::new(sink, lake);
+    publisher.add(pending(0)).await.expect("add buffers");
+    let e = publisher.flush().await.unwrap_err();
+    assert!(
+        matches!(&e, PublishError::Rejected { stream, code, records_left: 1, .. }
+            if stream == &missing && code == "ResourceNotFoundException"),
+        "{e:?}"
+    );
+    assert!(!e.is_retryable());
+    assert_eq!(publisher.acked(), 0);
+}
