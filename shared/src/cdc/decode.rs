@@ -132,73 +132,10 @@ impl ChangeDecoder {
             source: Box::new(e),
         })?;
         match msg {
-            Message::Begin(b) => {
-                if self.txn.is_some() {
-                    return Err(out_of_place(lsn, "Begin", "inside a transaction"));
-                }
-                let commit_ts = pg_timestamp(b.commit_ts, lsn)?;
-                out.push(Decoded::Begin {
-                    xid: b.xid,
-                    final_lsn: b.final_lsn,
-                    commit_ts: commit_ts.clone(),
-                });
-                self.txn = Some(Txn {
-                    xid: b.xid,
-                    commit_ts,
-                });
-            }
-            Message::Commit(c) => {
-                if self.txn.take().is_none() {
-                    return Err(out_of_place(lsn, "Commit", "without a Begin"));
-                }
-                out.push(Decoded::Commit {
-                    commit_lsn: c.commit_lsn,
-                    end_lsn: c.end_lsn,
-                    commit_ts: pg_timestamp(c.commit_ts, lsn)?,
-                });
-            }
+            Message::Begin(b) => out.push(self.begin(&b, lsn)?),
+            Message::Commit(c) => out.push(self.commit(&c, lsn)?),
             Message::Origin(_) | Message::Type(_) => {}
             Message::Relation(r) => self.add_relation(r, lsn)?,
-            Message::Insert(i) => {
-                let (rel, source) = self.context(i.relation, lsn, "Insert")?;
-                let (after, unchanged) = new_row(rel, &i.new, None, lsn)?;
-                out.push(Decoded::Change(event(
-                    Op::Insert,
-                    None,
-                    Some(after),
-                    unchanged,
-                    source,
-                )));
-            }
-            Message::Update(u) => {
-                let (rel, source) = self.context(u.relation, lsn, "Update")?;
-                let before = u.old.as_ref().map(|o| old_row(rel, o, lsn)).transpose()?;
-                let (after, unchanged) = new_row(rel, &u.new, before.as_ref(), lsn)?;
-                update_events(rel, before, after, unchanged, source, out);
-            }
-            Message::Delete(d) => {
-                let (rel, source) = self.context(d.relation, lsn, "Delete")?;
-                let before = old_row(rel, &d.old, lsn)?;
-                out.push(Decoded::Change(event(
-                    Op::Delete,
-                    Some(before),
-                    None,
-                    Vec::new(),
-                    source,
-                )));
-            }
-            Message::Truncate(t) => {
-                for oid in t.relations {
-                    let (_, source) = self.context(oid, lsn, "Truncate")?;
-                    out.push(Decoded::Change(event(
-                        Op::Truncate,
-                        None,
-                        None,
-                        Vec::new(),
-                        source,
-                    )));
-                }
-            }
             Message::Message(m) => {
                 if m.transactional && self.txn.is_none() {
                     return Err(out_of_place(
@@ -214,6 +151,70 @@ impl ChangeDecoder {
                     content: row.data.slice_ref(m.content),
                 });
             }
+            change => self.change(change, lsn, out)?,
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, b: &pgoutput::Begin, lsn: u64) -> Result<Decoded, CdcDecodeError> {
+        if self.txn.is_some() {
+            return Err(out_of_place(lsn, "Begin", "inside a transaction"));
+        }
+        let commit_ts = pg_timestamp(b.commit_ts, lsn)?;
+        self.txn = Some(Txn {
+            xid: b.xid,
+            commit_ts: commit_ts.clone(),
+        });
+        Ok(Decoded::Begin {
+            xid: b.xid,
+            final_lsn: b.final_lsn,
+            commit_ts,
+        })
+    }
+
+    fn commit(&mut self, c: &pgoutput::Commit, lsn: u64) -> Result<Decoded, CdcDecodeError> {
+        if self.txn.take().is_none() {
+            return Err(out_of_place(lsn, "Commit", "without a Begin"));
+        }
+        Ok(Decoded::Commit {
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_ts: pg_timestamp(c.commit_ts, lsn)?,
+        })
+    }
+
+    /// Insert, Update, Delete and Truncate to events.
+    fn change(
+        &self,
+        msg: Message<'_>,
+        lsn: u64,
+        out: &mut Vec<Decoded>,
+    ) -> Result<(), CdcDecodeError> {
+        match msg {
+            Message::Insert(i) => {
+                let (rel, source) = self.context(i.relation, lsn, "Insert")?;
+                let (after, unchanged) = new_row(rel, &i.new, None, lsn)?;
+                out.push(event(Op::Insert, None, Some(after), unchanged, source));
+            }
+            Message::Update(u) => {
+                let (rel, source) = self.context(u.relation, lsn, "Update")?;
+                let before = u.old.as_ref().map(|o| old_row(rel, o, lsn)).transpose()?;
+                let (after, unchanged) = new_row(rel, &u.new, before.as_ref(), lsn)?;
+                update_events(rel, before, after, unchanged, source, out);
+            }
+            Message::Delete(d) => {
+                let (rel, source) = self.context(d.relation, lsn, "Delete")?;
+                let before = old_row(rel, &d.old, lsn)?;
+                out.push(event(Op::Delete, Some(before), None, Vec::new(), source));
+            }
+            Message::Truncate(t) => {
+                for oid in t.relations {
+                    let (_, source) = self.context(oid, lsn, "Truncate")?;
+                    out.push(event(Op::Truncate, None, None, Vec::new(), source));
+                }
+            }
+            // The other messages are handled by `decode`.
+            _ => {}
         }
         Ok(())
     }
@@ -300,14 +301,14 @@ fn event(
     after: Option<Map<String, Value>>,
     unchanged: Vec<String>,
     source: Source,
-) -> ChangeEvent {
-    ChangeEvent {
+) -> Decoded {
+    Decoded::Change(ChangeEvent {
         op,
         before,
         after,
         unchanged,
         source,
-    }
+    })
 }
 
 /// An update, or a delete of the old key and an insert of the new row (same LSN) when the
@@ -322,28 +323,16 @@ fn update_events(
 ) {
     match before {
         Some(old) if key_changed(rel, &old, &after) => {
-            out.push(Decoded::Change(event(
+            out.push(event(
                 Op::Delete,
                 Some(old),
                 None,
                 Vec::new(),
                 source.clone(),
-            )));
-            out.push(Decoded::Change(event(
-                Op::Insert,
-                None,
-                Some(after),
-                unchanged,
-                source,
-            )));
+            ));
+            out.push(event(Op::Insert, None, Some(after), unchanged, source));
         }
-        before => out.push(Decoded::Change(event(
-            Op::Update,
-            before,
-            Some(after),
-            unchanged,
-            source,
-        ))),
+        before => out.push(event(Op::Update, before, Some(after), unchanged, source)),
     }
 }
 
