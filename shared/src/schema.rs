@@ -6,14 +6,17 @@
 //! - a `json` column is replaced by its fields, `<column>_<path in snake_case>`;
 //! - PII: `drop` removes the column, `hash` gives `<name>_hash` (string), `year` gives
 //!   `<name>_year` (int), `age_band` gives `<name>_age_band` (string);
-//! - two output columns may not share a name, and none may be a partition key.
+//! - two output columns may not share a name, and none may be a partition key;
+//! - a `cdc` table's source columns are all nullable, whatever `required` says (a delete
+//!   carries only its key, a TRUNCATE no source value at all), and its `_op`, `_lsn` and
+//!   `_commit_ts` never null (every change has them).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::config::{snake_case, ColumnType, PiiAction, PiiRule, TableConfig};
+use crate::config::{snake_case, ColumnType, InputFormat, PiiAction, PiiRule, TableConfig};
 use crate::lake::layout::PARTITION_KEYS;
 use crate::lake::manifest::ManifestColumn;
 
@@ -86,7 +89,19 @@ struct Value<'a> {
     field: Option<usize>,
 }
 
+/// Built-in columns every change row has a value in.
+const CDC_NEVER_NULL: [&str; 3] = ["_op", "_lsn", "_commit_ts"];
+
 fn values(t: &TableConfig) -> Vec<Value<'_>> {
+    let cdc = t.format == InputFormat::Cdc;
+    // The value a written row always has: `required` as declared, or a change row's rule.
+    let always = |name: &str, required: bool| {
+        if cdc {
+            CDC_NEVER_NULL.contains(&name)
+        } else {
+            required
+        }
+    };
     let mut out = Vec::new();
     for (ci, c) in t.columns.iter().enumerate() {
         let base = c.output_name();
@@ -95,7 +110,7 @@ fn values(t: &TableConfig) -> Vec<Value<'_>> {
                 out.push(Value {
                     name: json_field_name(&base, &f.path),
                     ty: f.ty,
-                    required: f.required,
+                    required: always(&c.name, f.required),
                     pii: f.pii.as_ref(),
                     column: ci,
                     field: Some(fi),
@@ -105,7 +120,7 @@ fn values(t: &TableConfig) -> Vec<Value<'_>> {
             out.push(Value {
                 name: base,
                 ty: c.ty,
-                required: c.required,
+                required: always(&c.name, c.required),
                 pii: c.pii.as_ref(),
                 column: ci,
                 field: None,

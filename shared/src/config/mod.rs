@@ -8,6 +8,7 @@
 
 mod builtin;
 mod catalog;
+mod cdc;
 mod column;
 mod dedup;
 mod error;
@@ -27,6 +28,9 @@ use serde::Deserialize;
 
 pub use builtin::{builtin_column, is_builtin_column, BuiltinColumn, BUILTIN_COLUMNS};
 pub use catalog::CatalogConfig;
+pub use cdc::{
+    CdcConfig, CdcRelation, CdcSource, CDC_BUILTIN_COLUMNS, CDC_PARTITION_BY, CDC_VERSION_COLUMN,
+};
 pub use column::{ColumnConfig, JsonField};
 pub use dedup::DedupConfig;
 pub use error::ConfigError;
@@ -55,6 +59,10 @@ pub struct Pipeline {
     /// object is transformed in the Lambda).
     #[serde(default)]
     pub glue: Option<GlueConfig>,
+    /// Change data capture from PostgreSQL (optional: required exactly when a table has
+    /// `format = "cdc"`).
+    #[serde(default)]
+    pub cdc: Option<CdcConfig>,
     /// One entry per table.
     pub tables: Vec<TableConfig>,
     /// Directory of the pipeline file, to resolve relative paths (key file). Not in TOML.
@@ -77,10 +85,12 @@ impl Pipeline {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| ConfigError::from_toml(origin, text, "", e))?;
-        let pipeline: Pipeline = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut pipeline: Pipeline = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::from_toml(origin, text, &path, e.into_inner())
         })?;
+        // Before validation, so the rules judge the table every reader will see.
+        pipeline.tables.iter_mut().for_each(cdc::complete_table);
         pipeline.validate(origin)?;
         Ok(pipeline)
     }
@@ -107,6 +117,22 @@ impl Pipeline {
     /// The table called `name`.
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The cdc table whose source relation is `schema.table` (names compared exactly, as
+    /// PostgreSQL compares quoted identifiers).
+    pub fn cdc_table(&self, schema: &str, table: &str) -> Option<&TableConfig> {
+        self.tables.iter().find(|t| {
+            t.format == InputFormat::Cdc
+                && t.cdc
+                    .as_ref()
+                    .is_some_and(|r| r.schema == schema && r.table == table)
+        })
+    }
+
+    /// The cdc tables, in file order.
+    pub fn cdc_tables(&self) -> impl Iterator<Item = &TableConfig> {
+        self.tables.iter().filter(|t| t.format == InputFormat::Cdc)
     }
 
     /// The key file's path, resolved against the pipeline file's directory.
@@ -145,6 +171,9 @@ impl Pipeline {
         if let Some(g) = &self.glue {
             g.validate().map_err(|e| e.within("glue"))?;
         }
+        if let Some(c) = &self.cdc {
+            c.validate().map_err(|e| e.within("cdc"))?;
+        }
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         for (i, t) in self.tables.iter().enumerate() {
@@ -163,7 +192,43 @@ impl Pipeline {
                 )));
             }
         }
+        self.validate_cdc_tables()?;
         self.validate_warehouse_tables()
+    }
+
+    /// `[cdc]` exactly when a table has `format = "cdc"`, and one table per source relation
+    /// (cdc-sink files each event under the one table of its relation).
+    fn validate_cdc_tables(&self) -> Result<(), Invalid> {
+        let mut first: HashMap<(&str, &str), &str> = HashMap::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let Some(rel) = t.cdc.as_ref().filter(|_| t.format == InputFormat::Cdc) else {
+                continue;
+            };
+            if self.cdc.is_none() {
+                return Err(Invalid::at(
+                    format!("tables[{i}].format"),
+                    "a cdc table needs the top-level [cdc] section (source, slot, publication, stream)",
+                ));
+            }
+            if let Some(other) =
+                first.insert((rel.schema.as_str(), rel.table.as_str()), t.name.as_str())
+            {
+                return Err(Invalid::at(
+                    format!("tables[{i}].cdc"),
+                    format!(
+                        "`{}.{}` is already the source of table `{other}`: each source relation feeds one table",
+                        rel.schema, rel.table
+                    ),
+                ));
+            }
+        }
+        if self.cdc.is_some() && first.is_empty() {
+            return Err(Invalid::at(
+                "cdc",
+                "no table has format = \"cdc\": the [cdc] section publishes the cdc tables' source relations",
+            ));
+        }
+        Ok(())
     }
 
     /// No warehouse table is written by two tables' loads (final, side or persistent stage
@@ -211,5 +276,7 @@ impl Pipeline {
     }
 }
 
+#[cfg(test)]
+mod cdc_tests;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::catalog::CatalogConfig;
+use super::cdc::{self, CdcRelation};
 use super::column::ColumnConfig;
 use super::dedup::DedupConfig;
 use super::error::Invalid;
@@ -15,12 +16,10 @@ use super::source::SourceConfig;
 use super::types::ColumnType;
 use super::warehouse::WarehouseConfig;
 
-/// Default null tokens: an empty field means "no value". `NULL` and `\N` are what MySQL and
-/// PostgreSQL dumps write; tables add them explicitly so a literal string "NULL" survives
-/// where it is data.
-fn default_null_tokens() -> Vec<String> {
-    vec![String::new()]
-}
+/// Default null tokens of `csv` and `jsonl` tables: an empty field means "no value". `NULL`
+/// and `\N` are what MySQL and PostgreSQL dumps write; tables add them explicitly so a literal
+/// string "NULL" survives where it is data.
+static DEFAULT_NULL_TOKENS: [String; 1] = [String::new()];
 fn yes() -> bool {
     true
 }
@@ -39,6 +38,18 @@ pub enum InputFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// Change events of a PostgreSQL table, one JSON object per line as cdc-sink writes them
+    /// (docs/CDC.md): one row per change, with the built-in columns `_op`, `_lsn`,
+    /// `_commit_ts` and `_unchanged`.
+    Cdc,
+}
+
+impl InputFormat {
+    /// Whether the Glue Spark job (`infra/glue/`) can transform objects of this format: it
+    /// reads CSV and JSON lines, not change events.
+    pub fn glue_supported(self) -> bool {
+        matches!(self, InputFormat::Csv | InputFormat::Jsonl)
+    }
 }
 
 /// CSV dialect.
@@ -88,17 +99,23 @@ pub struct TableConfig {
     /// The `raw/` key prefix this table owns, e.g. `raw/funnel/`; the longest matching prefix
     /// among all tables picks the table for an object.
     pub raw_prefix: String,
-    /// Input format.
+    /// Input format: `csv`, `jsonl` or `cdc`.
     pub format: InputFormat,
+    /// The source relation of a `cdc` table (required for it, refused for others):
+    /// `{ schema = "public", table = "orders" }`.
+    #[serde(default)]
+    pub cdc: Option<CdcRelation>,
     /// CSV dialect (ignored for JSON lines).
     #[serde(default)]
     pub csv: CsvOptions,
-    /// Field values that mean null, compared after trimming. Default: the empty string.
-    #[serde(default = "default_null_tokens")]
-    pub null_tokens: Vec<String>,
-    /// Trim ASCII whitespace around string values (other types are always trimmed).
-    #[serde(default = "yes")]
-    pub trim: bool,
+    /// Field values that mean null, compared after trimming. Default: the empty string. Not
+    /// for `cdc` tables, whose only null is JSON null (read it with [`Self::null_tokens`]).
+    #[serde(default)]
+    pub null_tokens: Option<Vec<String>>,
+    /// Trim ASCII whitespace around string values (other types are always trimmed). Default
+    /// true. Not for `cdc` tables, whose strings are exact (read it with [`Self::trim`]).
+    #[serde(default)]
+    pub trim: Option<bool>,
     /// Extra chrono formats for timestamps, tried after the built-in shapes
     /// (`2019-10-01 00:00:00 UTC`, ISO-8601 with offset or `Z`, epoch seconds/millis).
     /// Values without an offset are UTC.
@@ -112,7 +129,9 @@ pub struct TableConfig {
     /// Deduplication within each source object.
     #[serde(default)]
     pub dedup: Option<DedupConfig>,
-    /// The timestamp or date column whose year and month name the partitions.
+    /// The timestamp or date column whose year and month name the partitions. Required, but
+    /// for `cdc` tables, which partition by `_commit_ts` (filled in when left out).
+    #[serde(default)]
     pub partition_by: String,
     /// Output layout.
     #[serde(default)]
@@ -138,6 +157,28 @@ impl TableConfig {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The values that mean null: the table's `null_tokens`, else the empty string; none for
+    /// a `cdc` table.
+    pub fn null_tokens(&self) -> &[String] {
+        match (&self.null_tokens, self.format) {
+            (Some(t), _) => t,
+            (None, InputFormat::Cdc) => &[],
+            (None, _) => &DEFAULT_NULL_TOKENS,
+        }
+    }
+
+    /// Whether string values are trimmed: `trim`, else true; never for a `cdc` table.
+    pub fn trim(&self) -> bool {
+        self.trim.unwrap_or(self.format != InputFormat::Cdc)
+    }
+
+    /// The columns that hold source values: every column but the built-in ones (`_op`, …).
+    pub fn source_columns(&self) -> impl Iterator<Item = &ColumnConfig> {
+        self.columns
+            .iter()
+            .filter(|c| !super::is_builtin_column(&c.name))
+    }
+
     /// The table's rules, its sections' included. Paths in errors are relative to the table.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if !is_snake_identifier(&self.name) {
@@ -153,6 +194,7 @@ impl TableConfig {
                 ),
             ));
         }
+        cdc::validate_table(self)?;
         self.csv.validate().map_err(|e| e.within("csv"))?;
         self.validate_timestamp_formats()?;
         self.validate_columns()?;
@@ -211,6 +253,12 @@ impl TableConfig {
     }
 
     fn validate_partition_by(&self) -> Result<(), Invalid> {
+        if self.partition_by.is_empty() {
+            return Err(Invalid::at(
+                "partition_by",
+                "is required: the timestamp or date column whose year and month name the partitions (only cdc tables leave it out, for `_commit_ts`)",
+            ));
+        }
         let reason = match self.column(&self.partition_by) {
             Some(c) if matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => return Ok(()),
             Some(_) => "must be a timestamp or date column",

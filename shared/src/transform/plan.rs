@@ -5,7 +5,7 @@
 use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::catalog::{CatalogColumn, TableDef};
-use crate::config::{ColumnType, TableConfig};
+use crate::config::{is_builtin_column, ColumnType, InputFormat, TableConfig};
 use crate::lake::layout::PARTITION_KEYS;
 use crate::schema::{self, Derive, OutputColumn};
 
@@ -67,13 +67,38 @@ pub(crate) struct Plan {
     pub partition_slot: usize,
     pub schema: SchemaRef,
     pub parse: ParseOptions,
+    /// For `cdc` tables: where the change event's parts go.
+    pub cdc: Option<CdcPlan>,
+}
+
+/// A cdc table's change rows: the built-in slots the event's envelope fills, and the rules
+/// that depend on the change's kind.
+#[derive(Debug, Clone)]
+pub(crate) struct CdcPlan {
+    pub op_slot: usize,
+    pub lsn_slot: usize,
+    pub commit_ts_slot: usize,
+    pub unchanged_slot: usize,
+    /// Per input: whether it is a built-in column (filled from the envelope, never read from
+    /// the row image).
+    pub builtin_input: Vec<bool>,
+    /// The slots inserts, updates and snapshot reads must have (the declared `required`); the
+    /// plan's own `Slot::required` is off for every slot of a cdc table.
+    pub required_slots: Vec<usize>,
+    /// The slots of each input, in slot order.
+    pub slots_of_input: Vec<Vec<usize>>,
+    /// Output columns as (input, output name), in output order: `_unchanged` lists the outputs
+    /// of the inputs a change left out.
+    pub output_inputs: Vec<(usize, String)>,
+    /// The source relation (schema, table).
+    pub relation: (String, String),
 }
 
 impl Plan {
     /// Compiles a table: value slots from the declared columns, outputs from the one output
     /// schema (`crate::schema`), so the plan and every reader of the schema agree.
     pub fn compile(t: &TableConfig) -> Result<Plan, String> {
-        let (inputs, slots, slot_of) = inputs_and_slots(t);
+        let (inputs, mut slots, slot_of) = inputs_and_slots(t);
         let columns = schema::output_columns(t)?;
         let slot_of_input = |name: &str| -> Result<usize, String> {
             let i = inputs
@@ -119,6 +144,10 @@ impl Plan {
             None => None,
         };
         let partition_slot = slot_of_input(&t.partition_by)?;
+        let cdc = match t.format {
+            InputFormat::Cdc => Some(CdcPlan::compile(t, &inputs, &mut slots, &columns)?),
+            _ => None,
+        };
         Ok(Plan {
             inputs,
             slots,
@@ -132,6 +161,7 @@ impl Plan {
                 epoch_unit: t.epoch_unit,
                 timestamp_formats: t.timestamp_formats.clone(),
             },
+            cdc,
         })
     }
 
@@ -155,6 +185,59 @@ impl Plan {
     }
 }
 
+impl CdcPlan {
+    /// Takes the `required` rules out of `slots` (the change's kind decides them) into the
+    /// plan's own list.
+    fn compile(
+        t: &TableConfig,
+        inputs: &[Input],
+        slots: &mut [Slot],
+        columns: &[OutputColumn],
+    ) -> Result<CdcPlan, String> {
+        let builtin = |name: &str| -> Result<usize, String> {
+            slots
+                .iter()
+                .position(|s| inputs[s.input].name == name)
+                .ok_or_else(|| format!("cdc table without its built-in column `{name}`"))
+        };
+        let (op_slot, lsn_slot) = (builtin("_op")?, builtin("_lsn")?);
+        let (commit_ts_slot, unchanged_slot) = (builtin("_commit_ts")?, builtin("_unchanged")?);
+        let builtin_input: Vec<bool> = inputs.iter().map(|i| is_builtin_column(&i.name)).collect();
+        let mut required_slots = Vec::new();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if s.required && !builtin_input[s.input] {
+                required_slots.push(i);
+            }
+            s.required = false;
+        }
+        let slots_of_input = (0..inputs.len())
+            .map(|i| (0..slots.len()).filter(|&s| slots[s].input == i).collect())
+            .collect();
+        // Inputs are the declared columns one to one, so an output's column is its input.
+        let output_inputs = columns
+            .iter()
+            .filter(|c| !builtin_input[c.origin.column])
+            .map(|c| (c.origin.column, c.name.clone()))
+            .collect();
+        let relation = t
+            .cdc
+            .as_ref()
+            .map(|r| (r.schema.clone(), r.table.clone()))
+            .ok_or("cdc table without its source relation")?;
+        Ok(CdcPlan {
+            op_slot,
+            lsn_slot,
+            commit_ts_slot,
+            unchanged_slot,
+            builtin_input,
+            required_slots,
+            slots_of_input,
+            output_inputs,
+            relation,
+        })
+    }
+}
+
 /// The slot of a (column, JSON field) pair: plain columns have one slot, JSON columns one per
 /// extracted field.
 type SlotOf = Box<dyn Fn(usize, Option<usize>) -> Option<usize>>;
@@ -163,7 +246,7 @@ type SlotOf = Box<dyn Fn(usize, Option<usize>) -> Option<usize>>;
 /// extracted JSON field), in declaration order.
 fn inputs_and_slots(t: &TableConfig) -> (Vec<Input>, Vec<Slot>, SlotOf) {
     let table_tokens: Vec<Vec<u8>> = t
-        .null_tokens
+        .null_tokens()
         .iter()
         .map(|s| s.as_bytes().to_vec())
         .collect();
@@ -183,7 +266,7 @@ fn inputs_and_slots(t: &TableConfig) -> (Vec<Input>, Vec<Slot>, SlotOf) {
                 .as_ref()
                 .map(|v| v.iter().map(|s| s.as_bytes().to_vec()).collect())
                 .unwrap_or_else(|| table_tokens.clone()),
-            trim: t.trim,
+            trim: t.trim(),
         });
         let base = c.output_name();
         if c.ty == ColumnType::Json {

@@ -106,7 +106,8 @@ pub(crate) fn parse_json<'a>(
     }
 }
 
-fn into_owned(v: Val<'_>) -> Val<'static> {
+/// A value that outlives the batch it was read from.
+pub(crate) fn into_owned(v: Val<'_>) -> Val<'static> {
     match v {
         Val::Null => Val::Null,
         Val::I64(x) => Val::I64(x),

@@ -65,7 +65,7 @@ impl RawBatch {
     /// The line a record starts on (1-based).
     pub fn start_line(&self, r: &RawRec, format: InputFormat) -> u64 {
         match format {
-            InputFormat::Jsonl => r.end_line,
+            InputFormat::Jsonl | InputFormat::Cdc => r.end_line,
             InputFormat::Csv => {
                 let inside = self.bytes(r).iter().filter(|&&b| b == b'\n').count() as u64;
                 r.end_line.saturating_sub(inside)
@@ -96,7 +96,10 @@ impl Decoder {
             InputFormat::Csv => {
                 Decoder::Csv(Box::new(CsvDecoder::new(csv, batch_rows, max_record_bytes)))
             }
-            InputFormat::Jsonl => Decoder::Jsonl(JsonlDecoder::new(batch_rows, max_record_bytes)),
+            // Change events are JSON lines too; the row reader reads their envelope.
+            InputFormat::Jsonl | InputFormat::Cdc => {
+                Decoder::Jsonl(JsonlDecoder::new(batch_rows, max_record_bytes))
+            }
         }
     }
     /// Consumes bytes until the batch is full or the input is used up; returns bytes consumed.

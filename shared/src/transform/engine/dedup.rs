@@ -4,19 +4,29 @@
 //! hashes. With one, pass 1 (`Pass::Index`) remembers per key hash the winning version and
 //! row number (a compact table, `keyset.rs`), and pass 2 (`Pass::Write`) writes only the
 //! winners. Either way memory grows with distinct keys, never with row width.
+//!
+//! A cdc table's changes are ordered by `_lsn` (its `order_by`), so a Kinesis retry that
+//! reorders records changes nothing; a TRUNCATE has no key and is never a duplicate. Between
+//! the index and the write pass, a fill pass may copy TOAST values a winner left out from the
+//! versions it supersedes (`toast.rs`).
 
 use crate::config::TableConfig;
 use crate::transform::keyset::KeyTable;
 use crate::transform::plan::Plan;
 use crate::transform::values::Val;
 
+use super::change::Op;
+use super::row::Row;
 use super::scan::Pass;
+use super::toast::Toast;
 
 /// The row of a key that wins so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Winner {
     version: i64,
     row_no: u64,
+    /// The key has more than one version in the object.
+    versions: bool,
 }
 
 enum Index {
@@ -39,6 +49,8 @@ pub(crate) struct Dedup {
     index: Index,
     /// The key values' canonical bytes, reused from row to row.
     key_buf: Vec<u8>,
+    /// TOAST values left out by winners (cdc tables).
+    toast: Toast,
 }
 
 impl Dedup {
@@ -51,6 +63,7 @@ impl Dedup {
         Self {
             index,
             key_buf: Vec::with_capacity(128),
+            toast: Toast::default(),
         }
     }
 
@@ -59,18 +72,41 @@ impl Dedup {
         matches!(self.index, Index::Latest(_))
     }
 
-    /// Looks the row up (and on the index pass, records it).
+    /// After the index pass: whether a fill pass must find TOAST values for winners.
+    pub(crate) fn needs_fill_pass(&mut self) -> bool {
+        let Index::Latest(map) = &self.index else {
+            return false;
+        };
+        self.toast
+            .plan_fill(|h| map.get(h).is_some_and(|w| w.versions))
+    }
+
+    /// After the fill pass.
+    pub(crate) fn finish_fill_pass(&mut self) {
+        self.toast.finish_fill();
+    }
+
+    /// Looks the row up: on the index pass records it, on the fill pass gathers what a
+    /// winner needs from it, on the write pass says whether it is the winner (and completes
+    /// it).
     pub(crate) fn check(
         &mut self,
         plan: &Plan,
-        vals: &[Val<'_>],
+        row: &mut Row<'_>,
         pass: Pass,
         row_no: u64,
     ) -> Verdict {
         if plan.key_slots.is_empty() {
             return Verdict::Keep;
         }
-        key_bytes(&plan.key_slots, vals, &mut self.key_buf);
+        if let Some(c) = row.change.as_ref().filter(|c| c.op == Op::Truncate) {
+            // No key: every TRUNCATE is kept, and voids older values for the TOAST merge.
+            if pass == Pass::Fill {
+                self.toast.on_truncate(c.at(row_no));
+            }
+            return Verdict::Keep;
+        }
+        key_bytes(&plan.key_slots, &row.vals, &mut self.key_buf);
         let h = xxhash_rust::xxh3::xxh3_128(&self.key_buf);
         match (&mut self.index, pass) {
             (Index::None, _) => Verdict::Keep,
@@ -79,16 +115,34 @@ impl Dedup {
                 (_, false) => Verdict::Keep,
             },
             (Index::Latest(map), Pass::Index) => {
-                let version = version(plan, vals);
+                let version = version(plan, &row.vals);
                 let (e, present) = map.entry(h);
                 // Ties go to the later row: a re-sent change supersedes the earlier copy.
                 if !present || version >= e.version {
-                    *e = Winner { version, row_no };
+                    *e = Winner {
+                        version,
+                        row_no,
+                        versions: present,
+                    };
+                    if let Some(c) = &row.change {
+                        self.toast.on_winner(h, c.at(row_no), &c.unchanged);
+                    }
+                } else {
+                    e.versions = true;
+                }
+                Verdict::Keep
+            }
+            (Index::Latest(_), Pass::Fill) => {
+                if let (Some(cdc), Some(c)) = (&plan.cdc, &row.change) {
+                    self.toast.collect(cdc, h, c.at(row_no), row);
                 }
                 Verdict::Keep
             }
             (Index::Latest(map), Pass::Write) => match map.get(h) {
-                Some(w) if w.row_no == row_no => Verdict::Keep,
+                Some(w) if w.row_no == row_no => {
+                    self.toast.apply(plan, h, row);
+                    Verdict::Keep
+                }
                 _ => Verdict::Duplicate,
             },
         }

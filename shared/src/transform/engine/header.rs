@@ -24,7 +24,7 @@ pub(crate) struct Header {
 /// without one maps fields by position, and CSV with one must read it first (`None`).
 pub(crate) fn fields_without_header(table: &TableConfig, plan: &Plan) -> Option<FieldMap> {
     match table.format {
-        InputFormat::Jsonl => Some(FieldMap::default()),
+        InputFormat::Jsonl | InputFormat::Cdc => Some(FieldMap::default()),
         InputFormat::Csv if !table.csv.header => Some(FieldMap {
             field_of_input: (0..plan.inputs.len()).map(Some).collect(),
             expected_fields: Some(plan.inputs.len()),

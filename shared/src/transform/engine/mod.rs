@@ -7,11 +7,15 @@
 //!   (`decode::RawBatches`), each row counted as written, duplicate or quarantined;
 //! - `header.rs`: the CSV header mapped to the declared columns;
 //! - `row.rs`: a record's cells to typed values, checked;
+//! - `change.rs`: a change event's envelope and the rules of its kind (cdc tables);
 //! - `dedup.rs`: the dedup index (one pass, or two with an ordering column);
+//! - `toast.rs`: TOAST values a kept change left out, from the versions it supersedes (a
+//!   third pass, only when needed);
 //! - `pii.rs`: output values after the PII rules;
 //! - `writer/`: column builders and one Parquet file per open partition;
 //! - `quarantine.rs`: the rejected rows.
 
+mod change;
 mod dedup;
 mod header;
 mod input;
@@ -19,6 +23,7 @@ mod pii;
 mod quarantine;
 mod row;
 mod scan;
+mod toast;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -60,12 +65,18 @@ pub(crate) struct EngineJob<'a> {
 }
 
 /// Transforms the file at `path`: an index pass first when dedup keeps the latest version,
-/// then the pass that writes.
+/// a fill pass when kept changes left TOAST values out that dropped ones have, then the pass
+/// that writes.
 pub(crate) fn run(job: &EngineJob<'_>, path: &Path) -> Result<EngineOutput, TransformError> {
     let mut dedup = Dedup::new(job.table);
     if dedup.needs_index_pass() {
         let mut scan = Scan::new(job, Pass::Index)?;
         scan.run(path, &mut dedup)?;
+    }
+    if dedup.needs_fill_pass() {
+        let mut scan = Scan::new(job, Pass::Fill)?;
+        scan.run(path, &mut dedup)?;
+        dedup.finish_fill_pass();
     }
     let mut scan = Scan::new(job, Pass::Write)?;
     scan.run(path, &mut dedup)?;

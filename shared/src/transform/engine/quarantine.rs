@@ -73,7 +73,7 @@ impl<'a> Quarantine<'a> {
     /// The row as it was: the JSON line, or the CSV record written back as CSV.
     fn raw<'b>(&self, batch: &'b RawBatch, rec: &RawRec) -> Cow<'b, str> {
         match self.table.format {
-            InputFormat::Jsonl => String::from_utf8_lossy(batch.bytes(rec)),
+            InputFormat::Jsonl | InputFormat::Cdc => String::from_utf8_lossy(batch.bytes(rec)),
             InputFormat::Csv if rec.oversize => String::from_utf8_lossy(batch.bytes(rec)),
             InputFormat::Csv => Cow::Owned(reencode_csv(
                 batch,

@@ -18,6 +18,7 @@ use crate::warehouse::{
     REDSHIFT_COPY_MAX_ROW_BYTES, REDSHIFT_VARBYTE_MAX_BYTES, REDSHIFT_VARCHAR_MAX_BYTES,
 };
 
+use super::change::{self, Change};
 use super::writer::PartitionKey;
 use super::EngineJob;
 
@@ -40,14 +41,14 @@ pub(crate) struct RowError {
 }
 
 impl RowError {
-    fn row(reason: String) -> Self {
+    pub(crate) fn row(reason: String) -> Self {
         Self {
             column: None,
             reason,
         }
     }
 
-    fn col(column: &str, reason: String) -> Self {
+    pub(crate) fn col(column: &str, reason: String) -> Self {
         Self {
             column: Some(column.to_string()),
             reason,
@@ -79,10 +80,12 @@ enum Cell<'c> {
     Json(&'c serde_json::Value),
 }
 
-/// A valid row: one value per plan slot, and the partition it belongs to.
+/// A valid row: one value per plan slot, the partition it belongs to, and for a cdc table the
+/// change it records.
 pub(crate) struct Row<'r> {
     pub vals: Vec<Val<'r>>,
     pub partition: PartitionKey,
+    pub change: Option<Change>,
 }
 
 /// Reads records into `Row`s, reusing its buffers from row to row.
@@ -126,7 +129,11 @@ impl<'a> RowReader<'a> {
     ) -> Result<Row<'r>, RowError> {
         let mut vals = recycle_vals(std::mem::take(&mut self.vals));
         match self.read_into(batch, rec, docs, &mut vals) {
-            Ok(partition) => Ok(Row { vals, partition }),
+            Ok((partition, change)) => Ok(Row {
+                vals,
+                partition,
+                change,
+            }),
             Err(e) => {
                 self.vals = recycle_vals(vals);
                 Err(e)
@@ -145,7 +152,7 @@ impl<'a> RowReader<'a> {
         rec: &'r RawRec,
         docs: &'r mut RowDocs,
         vals: &mut Vec<Val<'r>>,
-    ) -> Result<PartitionKey, RowError> {
+    ) -> Result<(PartitionKey, Option<Change>), RowError> {
         if rec.oversize {
             return Err(RowError::row(format!(
                 "record is {} bytes, over max_record_bytes ({})",
@@ -155,10 +162,18 @@ impl<'a> RowReader<'a> {
         let RowDocs { row, cols } = docs;
         *row = self.row_doc(batch, rec)?;
         let row: &'r Option<serde_json::Value> = row;
+        // A change event: its envelope first; the values come from its row image.
+        let (change, image) = match (&self.plan.cdc, row) {
+            (Some(cdc), Some(doc)) => {
+                let (c, image) = change::read_event(cdc, self.plan, doc)?;
+                (Some(c), image)
+            }
+            _ => (None, row.as_ref().and_then(serde_json::Value::as_object)),
+        };
         // The Vecs' allocations are reused across rows (taken here, handed back below).
         let mut cells = recycle_cells(std::mem::take(&mut self.cells));
         let mut cell_null = std::mem::take(&mut self.cell_null);
-        self.fill_cells(batch, rec, row.as_ref(), &mut cells);
+        self.fill_cells(batch, rec, image, &mut cells);
         let res = match self.nulls_and_json_columns(&cells, &mut cell_null, cols) {
             Ok(()) => self.typed_values(&cells, &cell_null, cols, vals),
             Err(e) => Err(e),
@@ -166,10 +181,13 @@ impl<'a> RowReader<'a> {
         self.cells = recycle_cells(cells);
         self.cell_null = cell_null;
         res?;
+        if let (Some(cdc), Some(c)) = (&self.plan.cdc, &change) {
+            change::finish_row(cdc, self.plan, c, vals)?;
+        }
         let partition = partition_of(self.plan, vals)?;
         check_order_value(self.plan, vals)?;
         self.check_warehouse_sizes(vals)?;
-        Ok(partition)
+        Ok((partition, change))
     }
 
     /// JSON lines: the row's object. CSV: checks the number of fields.
@@ -179,7 +197,7 @@ impl<'a> RowReader<'a> {
         rec: &RawRec,
     ) -> Result<Option<serde_json::Value>, RowError> {
         match self.format {
-            InputFormat::Jsonl => {
+            InputFormat::Jsonl | InputFormat::Cdc => {
                 let v: serde_json::Value = serde_json::from_slice(batch.bytes(rec))
                     .map_err(|e| RowError::row(format!("bad JSON: {e}")))?;
                 if !v.is_object() {
@@ -200,31 +218,33 @@ impl<'a> RowReader<'a> {
         }
     }
 
-    /// One cell per input column: raw text (CSV, or a JSON string) or a JSON value.
+    /// One cell per input column: raw text (CSV, or a JSON string) or a JSON value. JSON
+    /// input reads the object (a change event's row image; none for a TRUNCATE), where a
+    /// change's built-in columns are never looked up: its envelope fills them.
     fn fill_cells<'r>(
         &self,
         batch: &'r RawBatch,
         rec: &'r RawRec,
-        row_doc: Option<&'r serde_json::Value>,
+        object: Option<&'r serde_json::Map<String, serde_json::Value>>,
         cells: &mut Vec<Cell<'r>>,
     ) {
-        cells.extend(
-            self.plan
-                .inputs
-                .iter()
-                .enumerate()
-                .map(|(i, inp)| match row_doc {
-                    Some(doc) => match doc.get(&inp.name) {
-                        None | Some(serde_json::Value::Null) => Cell::Missing,
-                        Some(serde_json::Value::String(s)) => Cell::Text(s.as_bytes()),
-                        Some(v) => Cell::Json(v),
-                    },
-                    None => match self.fields.field_of_input.get(i).copied().flatten() {
-                        Some(j) => Cell::Text(batch.field(rec, j)),
-                        None => Cell::Missing,
-                    },
-                }),
-        );
+        let builtin = |i: usize| self.plan.cdc.as_ref().is_some_and(|c| c.builtin_input[i]);
+        cells.extend(self.plan.inputs.iter().enumerate().map(|(i, inp)| {
+            if self.format == InputFormat::Csv {
+                return match self.fields.field_of_input.get(i).copied().flatten() {
+                    Some(j) => Cell::Text(batch.field(rec, j)),
+                    None => Cell::Missing,
+                };
+            }
+            match object
+                .filter(|_| !builtin(i))
+                .and_then(|o| o.get(&inp.name))
+            {
+                None | Some(serde_json::Value::Null) => Cell::Missing,
+                Some(serde_json::Value::String(s)) => Cell::Text(s.as_bytes()),
+                Some(v) => Cell::Json(v),
+            }
+        }));
     }
 
     /// Marks null cells (missing, or a null token), refuses oversize fields, and parses each

@@ -23,6 +23,8 @@ const READ_BYTES: usize = 1 << 20;
 pub(crate) enum Pass {
     /// Dedup with an ordering column, first pass: finds each key's latest version.
     Index,
+    /// A cdc table whose winners left TOAST values out: finds them in earlier versions.
+    Fill,
     /// Writes the rows (the only pass without an ordering column).
     Write,
 }
@@ -68,7 +70,7 @@ impl<'a> Scan<'a> {
         // Progress is reported once, on the pass that writes.
         let progress = match self.pass {
             Pass::Write => self.job.progress,
-            Pass::Index => None,
+            Pass::Index | Pass::Fill => None,
         };
         let input = open_input(path, key, progress)?;
         let dec = Decoder::new(
@@ -131,14 +133,14 @@ impl<'a> Scan<'a> {
         dedup: &mut Dedup,
     ) -> Result<RowOutcome, TransformError> {
         let mut docs = RowDocs::default();
-        let row = match self.reader.read(batch, rec, &mut docs) {
+        let mut row = match self.reader.read(batch, rec, &mut docs) {
             Ok(row) => row,
             Err(e) => return Ok(RowOutcome::Quarantined(e)),
         };
         let plan = self.job.plan;
-        let outcome = match dedup.check(plan, &row.vals, self.pass, row_no) {
+        let outcome = match dedup.check(plan, &mut row, self.pass, row_no) {
             Verdict::Duplicate => Ok(RowOutcome::Duplicate),
-            Verdict::Keep if self.pass == Pass::Index => Ok(RowOutcome::Written),
+            Verdict::Keep if self.pass != Pass::Write => Ok(RowOutcome::Written),
             Verdict::Keep => {
                 let masker = &mut self.masker;
                 self.parts

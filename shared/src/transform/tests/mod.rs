@@ -5,7 +5,8 @@
 //! and upgrades, schema changes, errors that refuse a whole object.
 //! `events.rs`: a CSV table of events; `examples.rs`: the tables of `examples/pipeline.toml`;
 //! `builtin.rs`: built-in columns named by a CSV header; `varchar.rs`: Redshift's VARCHAR and
-//! VARBYTE limits on tables with a warehouse section.
+//! VARBYTE limits on tables with a warehouse section; `cdc.rs`: change events
+//! (`format = "cdc"`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::catalog::LocalCatalog;
 use crate::lake::{LocalStore, PutMode};
 
 mod builtin;
+mod cdc;
 mod events;
 mod examples;
 mod varchar;
