@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use serde_json::json;
 use sluice::aws::Clients;
+use sluice::cdc::event::{spill_key, Source, SpillPointer, SpillRef};
 use sluice::cdc::wal::publish::{
-    spill_key, KinesisSink, PendingRecord, PointerSource, PublishError, Publisher, SpillPointer,
-    SpillRef,
+    KinesisSink, PendingRecord, PublishError, Publisher,
 };
 use sluice::lake::{ObjectStore, S3Store};
 use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
@@ -96,8 +96,8 @@ async fn read_all(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadBack
     out
 }
 
-fn source(i: u32) -> PointerSource {
-    PointerSource {
+fn source(i: u32) -> Source {
+    Source {
         db: "shop".into(),
         schema: "public".into(),
         table: "orders".into(),
@@ -136,7 +136,7 @@ fn pending(i: u32) -> PendingRecord {
     }
 }
 
-fn s_json(s: &PointerSource) -> serde_json::Value {
+fn s_json(s: &Source) -> serde_json::Value {
     serde_json::to_value(s).unwrap()
 }
 

@@ -30,6 +30,8 @@ pub fn is_retryable_code(code: &str) -> bool {
             | "RequestLimitExceeded"
             | "TooManyRequestsException"
             | "ProvisionedThroughputExceededException"
+            // KMS throttled a stream's encryption (Kinesis PutRecords per-record code).
+            | "KMSThrottlingException"
             // Transient service-side failures.
             | "RequestTimeout"
             | "RequestTimeoutException"

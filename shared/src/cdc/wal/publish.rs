@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::aws::{classify, is_retryable_code, SdkFailure};
-use crate::lake::layout::SPILL_CDC;
+use crate::cdc::event::{spill_key, Source, SpillPointer, SpillRef};
 use crate::lake::{LakeError, ObjectStore, PutMode};
 
 /// Records per `PutRecords` call: "Each PutRecords request can support up to 500 records"
@@ -59,44 +58,6 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A per-record code that is not in the shared list of retryable codes
-/// ([`is_retryable_code`]) but clears by itself: KMS throttled the stream's encryption.
-const KMS_THROTTLING: &str = "KMSThrottlingException";
-
-/// `spill/cdc/<table>/<lsn>-<index>.json`: where an event too large for one record goes.
-pub fn spill_key(table: &str, lsn: u64, index: u32) -> String {
-    format!("{SPILL_CDC}{table}/{lsn}-{index}.json")
-}
-
-/// The `source` of a spill pointer: the change's origin, so cdc-sink can route the pointer
-/// to its table before it reads the event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PointerSource {
-    pub db: String,
-    pub schema: String,
-    pub table: String,
-    /// The change's own WAL position.
-    pub lsn: u64,
-    pub txid: u64,
-    /// ISO-8601 UTC with microseconds and `Z`.
-    pub commit_ts: String,
-}
-
-/// Where a spilled event is: its lake key and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpillRef {
-    pub key: String,
-    /// The event's size in bytes.
-    pub bytes: u64,
-}
-
-/// The record that stands on the stream for a spilled event (docs/CDC.md):
-/// `{"spill":{"key":…,"bytes":N},"source":{…}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpillPointer {
-    pub spill: SpillRef,
-    pub source: PointerSource,
-}
 
 /// One change event on its way to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +73,7 @@ pub struct PendingRecord {
     /// The change's index within its transaction.
     pub index: u32,
     /// The change's origin, copied into a spill pointer.
-    pub source: PointerSource,
+    pub source: Source,
 }
 
 /// One record as `PutRecords` takes it.
@@ -221,7 +182,7 @@ fn record_result(r: &aws_sdk_kinesis::types::PutRecordsResultEntry) -> RecordRes
 
 /// Whether a record refused with `code` may be accepted when sent again.
 fn record_code_retryable(code: &str) -> bool {
-    is_retryable_code(code) || code == KMS_THROTTLING
+    is_retryable_code(code)
 }
 
 /// How failed sends are retried.

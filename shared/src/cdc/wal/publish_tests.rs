@@ -96,8 +96,8 @@ fn no_wait(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-fn source(lsn: u64) -> PointerSource {
-    PointerSource {
+fn source(lsn: u64) -> Source {
+    Source {
         db: "shop".into(),
         schema: "public".into(),
         table: "orders".into(),
