@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod cdc;
 pub mod conformance;
 pub mod dataapi;
 #[cfg(test)]
