@@ -163,6 +163,16 @@ enum Classified {
     Stop(String),
 }
 
+/// What step 1 read: the groups to write, the records refused, where it stopped.
+#[derive(Default)]
+struct Read {
+    groups: BTreeMap<(String, ShardId), Vec<Line>>,
+    refused: Vec<Refused>,
+    /// The record whose spill could not be read: it and every later one come back.
+    stop: Option<(SequenceNumber, String)>,
+    spills_resolved: usize,
+}
+
 impl CdcSink<'_> {
     /// Runs one batch (see the module note for the order of effects). Never fails as a whole:
     /// a record is written, quarantined, or at or after `retry_from`.
@@ -176,41 +186,14 @@ impl CdcSink<'_> {
             records: records.len(),
             ..SinkReport::default()
         };
-        let mut groups: BTreeMap<(String, ShardId), Vec<Line>> = BTreeMap::new();
-        let mut refused = Vec::new();
-        let mut stop: Option<SequenceNumber> = None;
-        for r in records {
-            match self.classify(r.data).await {
-                Classified::Taken {
-                    table,
-                    line,
-                    spilled,
-                } => {
-                    report.spills_resolved += usize::from(spilled);
-                    groups
-                        .entry((table, r.position.shard))
-                        .or_default()
-                        .push(Line {
-                            sequence: r.position.sequence,
-                            line,
-                        });
-                }
-                Classified::Refused(raw, refusal) => refused.push(Refused {
-                    index: r.index,
-                    position: r.position,
-                    raw,
-                    refusal,
-                }),
-                Classified::Stop(error) => {
-                    tracing::warn!(sequence = %r.position.sequence, error, "spill read failed; the shard resumes at this record");
-                    report.failures.push(error);
-                    stop = Some(r.position.sequence);
-                    break;
-                }
-            }
+        let mut read = self.read_all(records).await;
+        report.spills_resolved = read.spills_resolved;
+        let mut retry_from = None;
+        if let Some((sequence, error)) = read.stop {
+            report.failures.push(error);
+            retry_from = Some(sequence);
         }
-        let mut retry_from = stop;
-        for result in self.write_groups(groups).await {
+        for result in self.write_groups(read.groups).await {
             match result {
                 Ok(w) => report.written.push(w),
                 Err((first, error)) => {
@@ -222,8 +205,9 @@ impl CdcSink<'_> {
         report
             .written
             .sort_by(|a, b| (&a.table, &a.key).cmp(&(&b.table, &b.key)));
-        refused.retain(|r| retry_from.as_ref().is_none_or(|f| r.position.sequence < *f));
-        for result in self.quarantine(refused).await {
+        read.refused
+            .retain(|r| retry_from.as_ref().is_none_or(|f| r.position.sequence < *f));
+        for result in self.quarantine(read.refused).await {
             match result {
                 Ok(q) => report.quarantine.push(q),
                 Err((first, error)) => {
@@ -237,6 +221,41 @@ impl CdcSink<'_> {
             .map_or(0, |f| sequences.iter().filter(|s| *s >= f).count());
         report.retry_from = retry_from;
         report
+    }
+
+    /// Step 1, record by record in sequence order (spill reads are rare: one at a time).
+    async fn read_all(&self, records: Vec<SinkRecord>) -> Read {
+        let mut read = Read::default();
+        for r in records {
+            match self.classify(r.data).await {
+                Classified::Taken {
+                    table,
+                    line,
+                    spilled,
+                } => {
+                    read.spills_resolved += usize::from(spilled);
+                    read.groups
+                        .entry((table, r.position.shard))
+                        .or_default()
+                        .push(Line {
+                            sequence: r.position.sequence,
+                            line,
+                        });
+                }
+                Classified::Refused(raw, refusal) => read.refused.push(Refused {
+                    index: r.index,
+                    position: r.position,
+                    raw,
+                    refusal,
+                }),
+                Classified::Stop(error) => {
+                    tracing::warn!(sequence = %r.position.sequence, error, "spill read failed; the shard resumes at this record");
+                    read.stop = Some((r.position.sequence, error));
+                    break;
+                }
+            }
+        }
+        read
     }
 
     async fn classify(&self, data: RecordData) -> Classified {
