@@ -1,6 +1,6 @@
 //! The samples of `events/`, read into the types of the events they stand for
-//! (`aws_lambda_events`' `S3Event` and `SqsEvent`, the loader's manual payload, the S3 test
-//! event's documented shape) and into what each function's own parser makes of them.
+//! (`aws_lambda_events`' `S3Event`, `SqsEvent` and `KinesisEvent`, the loader's manual payload,
+//! the S3 test event's documented shape) and into what each function's own parser makes of them.
 //!
 //! The same files are sent by `cargo lambda invoke --data-file` (here in `tests/tests/`, and by
 //! hand) and by `sam local invoke -e`, so a sample that drifts from AWS's shape would pass
@@ -11,11 +11,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
+use sluice::cdc::sink::{parse as parse_change, Parsed, SequenceNumber};
 use sluice::events::decode_s3_key;
 use sluice::lake::layout;
 use sluice_redshift_loader::{parse, ManualLoad, Trigger};
@@ -38,6 +40,13 @@ enum Kind {
     SqsManifests,
     /// The loader's manual payload (backfills, DLQ replays).
     ManualLoad,
+    /// A Kinesis batch of one shard as the event source mapping sends it to cdc-sink: how many
+    /// of its records are change events, spill pointers, and neither (refused).
+    KinesisCdc {
+        events: usize,
+        spills: usize,
+        refused: usize,
+    },
 }
 
 /// Every file in `events/`: its kind and the functions that take it (for people; the invoke
@@ -57,6 +66,24 @@ const SAMPLES: &[(&str, Kind, &[&str])] = &[
         &["redshift-loader"],
     ),
     ("load-manual.json", Kind::ManualLoad, &["redshift-loader"]),
+    (
+        "kinesis-cdc.json",
+        Kind::KinesisCdc {
+            events: 5,
+            spills: 0,
+            refused: 0,
+        },
+        &["cdc-sink"],
+    ),
+    (
+        "kinesis-cdc-spill.json",
+        Kind::KinesisCdc {
+            events: 3,
+            spills: 1,
+            refused: 2,
+        },
+        &["cdc-sink"],
+    ),
 ];
 
 /// The bucket every sample names (the invoke tests replace it with one of their own).
@@ -253,7 +280,91 @@ fn check(name: &str, kind: Kind) -> Vec<String> {
             }
             m.manifests
         }
+        Kind::KinesisCdc {
+            events,
+            spills,
+            refused,
+        } => {
+            check_kinesis(name, &text, [events, spills, refused]);
+            Vec::new()
+        }
     }
+}
+
+/// A `KinesisEvent` of one shard in the shape Lambda's Kinesis poller sends (every record
+/// complete, `eventID` = `<shard>:<sequence number>`, sequence numbers rising), whose records'
+/// data cdc-sink reads as `counts` = [change events, spill pointers, refused]; the handler's
+/// own reading of the event finds every record's position.
+fn check_kinesis(name: &str, text: &str, counts: [usize; 3]) {
+    let event: KinesisEvent = typed(name, text);
+    no_unknown_fields(name, "the event", &event.other);
+    assert!(event.records.len() > 1, "{name}: a batch, not one record");
+    let mut got = [0; 3];
+    let mut previous: Option<SequenceNumber> = None;
+    for (i, r) in event.records.iter().enumerate() {
+        let what = format!("{name} record {i}");
+        no_unknown_fields(&what, "the record", &r.other);
+        no_unknown_fields(&what, "kinesis", &r.kinesis.other);
+        assert_eq!(r.event_source.as_deref(), Some("aws:kinesis"), "{what}");
+        assert_eq!(
+            r.event_name.as_deref(),
+            Some("aws:kinesis:record"),
+            "{what}"
+        );
+        assert_eq!(r.event_version.as_deref(), Some("1.0"), "{what}");
+        assert_eq!(
+            r.kinesis.kinesis_schema_version.as_deref(),
+            Some("1.0"),
+            "{what}"
+        );
+        assert!(r.aws_region.is_some(), "{what}: awsRegion");
+        assert!(
+            r.invoke_identity_arn
+                .as_deref()
+                .is_some_and(|a| a.starts_with("arn:aws:iam::")),
+            "{what}: invokeIdentityArn"
+        );
+        assert!(
+            r.event_source_arn
+                .as_deref()
+                .is_some_and(|a| a.starts_with("arn:aws:kinesis:") && a.contains(":stream/")),
+            "{what}: eventSourceARN {:?}",
+            r.event_source_arn
+        );
+        let seq = SequenceNumber::parse(&r.kinesis.sequence_number)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            r.event_id.as_deref(),
+            Some(format!("shardId-000000000000:{seq}").as_str()),
+            "{what}"
+        );
+        assert!(
+            previous.as_ref().is_none_or(|p| *p < seq),
+            "{what}: sequence numbers rise"
+        );
+        previous = Some(seq);
+        match parse_change(bytes::Bytes::from(r.kinesis.data.0.clone())) {
+            Ok(Parsed::Event { relation, .. }) => {
+                got[0] += 1;
+                // docs/CDC.md: the partition key starts with the relation.
+                let relation = format!("{}.{}", relation.schema, relation.table);
+                assert!(
+                    r.kinesis.partition_key.starts_with(&relation),
+                    "{what}: partition key {} for {relation}",
+                    r.kinesis.partition_key
+                );
+            }
+            Ok(Parsed::Spill { key, .. }) => {
+                got[1] += 1;
+                assert!(key.starts_with(layout::SPILL_CDC), "{what}: {key}");
+            }
+            Err(_) => got[2] += 1,
+        }
+    }
+    assert_eq!(got, counts, "{name}: [events, spill pointers, refused]");
+    let v: Value = typed(name, text);
+    let records = sluice_cdc_sink::event::records(&v).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(records.len(), event.records.len(), "{name}");
 }
 
 /// An `SqsEvent` in the shape Lambda's SQS poller sends, each body an S3 notification (or the

@@ -26,12 +26,18 @@ fn pipeline(db: &str, secret: &str) -> Pipeline {
     let path = workspace_root().join("examples/cdc.toml");
     let text = std::fs::read_to_string(&path).expect("examples/cdc.toml");
     let edited = text
-        .replace("database = \"sluice_lake\"", &format!("database = \"{db}\""))
+        .replace(
+            "database = \"sluice_lake\"",
+            &format!("database = \"{db}\""),
+        )
         .replace(
             "[hash_key]\nsecret = \"sluice/hash-key\"",
             &format!("[hash_key]\nsecret = \"{secret}\""),
         );
-    assert!(edited.contains(db) && edited.contains(secret), "example edited");
+    assert!(
+        edited.contains(db) && edited.contains(secret),
+        "example edited"
+    );
     Pipeline::parse(&edited, "examples/cdc.toml (edited copy)").expect("parses")
 }
 
@@ -63,15 +69,57 @@ fn object() -> String {
     let nov = "2026-11-26T09:00:00.000001Z";
     let big = "n".repeat(5000);
     [
-        ev("c", 100, nov, Value::Null, order(1, "a@x.org", "10.00", "new", Some(&big)), &[]),
-        ev("c", 101, nov, Value::Null, order(7, "b@x.org", "70.00", "new", Some("n7")), &[]),
-        ev("u", 102, nov, Value::Null, order(1, "a@x.org", "12.50", "paid", None), &["notes"]),
+        ev(
+            "c",
+            100,
+            nov,
+            Value::Null,
+            order(1, "a@x.org", "10.00", "new", Some(&big)),
+            &[],
+        ),
+        ev(
+            "c",
+            101,
+            nov,
+            Value::Null,
+            order(7, "b@x.org", "70.00", "new", Some("n7")),
+            &[],
+        ),
+        ev(
+            "u",
+            102,
+            nov,
+            Value::Null,
+            order(1, "a@x.org", "12.50", "paid", None),
+            &["notes"],
+        ),
         ev("d", 103, nov, json!({"id": 7}), Value::Null, &[]),
-        ev("c", 103, nov, Value::Null, order(8, "b@x.org", "70.00", "new", Some("n7")), &[]),
+        ev(
+            "c",
+            103,
+            nov,
+            Value::Null,
+            order(8, "b@x.org", "70.00", "new", Some("n7")),
+            &[],
+        ),
         ev("d", 104, nov, json!({"id": 3}), Value::Null, &[]),
-        ev("c", 105, nov, Value::Null, order(4, "c@x.org", "NaN", "new", Some("n4")), &[]),
+        ev(
+            "c",
+            105,
+            nov,
+            Value::Null,
+            order(4, "c@x.org", "NaN", "new", Some("n4")),
+            &[],
+        ),
         "{\"op\": \"c\", truncated".to_string(),
-        ev("t", 106, "2026-12-01T00:00:00Z", Value::Null, Value::Null, &[]),
+        ev(
+            "t",
+            106,
+            "2026-12-01T00:00:00Z",
+            Value::Null,
+            Value::Null,
+            &[],
+        ),
     ]
     .join("\n")
         + "\n"
@@ -117,15 +165,26 @@ async fn a_cdc_object_through_the_handler_into_parquet() {
     let p = &resp.processed[0];
     assert_eq!(p.table, "orders");
     assert_eq!(
-        (p.rows_read, p.rows_written, p.rows_duplicate, p.rows_quarantined),
+        (
+            p.rows_read,
+            p.rows_written,
+            p.rows_duplicate,
+            p.rows_quarantined
+        ),
         (9, 5, 2, 2)
     );
 
     // The files: one per month of `_commit_ts`.
     let files = list_keys(&s3, &bucket, "curated/orders/").await;
     assert_eq!(files.len(), 2, "{files:?}");
-    assert!(files[0].starts_with("curated/orders/year=2026/month=11/"), "{files:?}");
-    assert!(files[1].starts_with("curated/orders/year=2026/month=12/"), "{files:?}");
+    assert!(
+        files[0].starts_with("curated/orders/year=2026/month=11/"),
+        "{files:?}"
+    );
+    assert!(
+        files[1].starts_with("curated/orders/year=2026/month=12/"),
+        "{files:?}"
+    );
     let mut rows = Vec::new();
     for f in &files {
         for b in parquet_batches(get_object(&s3, &bucket, f).await) {
@@ -156,8 +215,11 @@ async fn a_cdc_object_through_the_handler_into_parquet() {
     );
 
     // The manifest, as the loader reads it: the columns in file order with nullability.
-    let m = Manifest::from_json(&get_object(&s3, &bucket, &p.manifest_key).await, &p.manifest_key)
-        .expect("manifest");
+    let m = Manifest::from_json(
+        &get_object(&s3, &bucket, &p.manifest_key).await,
+        &p.manifest_key,
+    )
+    .expect("manifest");
     let cols: Vec<(String, String, bool)> = m
         .columns
         .iter()
@@ -165,7 +227,13 @@ async fn a_cdc_object_through_the_handler_into_parquet() {
         .collect();
     let expected: Vec<(String, String, bool)> = expected_glue()
         .into_iter()
-        .map(|(n, t)| (n.to_string(), t.to_string(), !["_op", "_lsn", "_commit_ts"].contains(&n)))
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                t.to_string(),
+                !["_op", "_lsn", "_commit_ts"].contains(&n),
+            )
+        })
         .collect();
     assert_eq!(cols, expected);
     assert_eq!(m.counts.rows_written, 5);
@@ -201,10 +269,20 @@ async fn a_cdc_object_through_the_handler_into_parquet() {
         .map(|l| serde_json::from_str(l).expect("record"))
         .collect();
     assert_eq!(q.len(), 2);
-    assert_eq!((q[0]["object"].as_str(), q[0]["line"].as_u64()), (Some(KEY), Some(7)));
+    assert_eq!(
+        (q[0]["object"].as_str(), q[0]["line"].as_u64()),
+        (Some(KEY), Some(7))
+    );
     assert_eq!(q[0]["column"], "amount");
-    assert!(q[0]["reason"].as_str().is_some_and(|r| r.contains("NaN")), "{}", q[0]);
-    assert_eq!((q[1]["line"].as_u64(), q[1]["column"].as_str()), (Some(8), None));
+    assert!(
+        q[0]["reason"].as_str().is_some_and(|r| r.contains("NaN")),
+        "{}",
+        q[0]
+    );
+    assert_eq!(
+        (q[1]["line"].as_u64(), q[1]["column"].as_str()),
+        (Some(8), None)
+    );
 }
 
 fn expected_glue() -> Vec<(&'static str, &'static str)> {

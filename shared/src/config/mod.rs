@@ -277,6 +277,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod cdc_tests;
-#[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 use super::*;
 
+mod cdc;
+
 fn example() -> &'static str {
     include_str!("../../../examples/pipeline.toml")
 }

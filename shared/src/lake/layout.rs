@@ -46,6 +46,25 @@ pub fn raw_cdc_prefix(table: &str) -> String {
     format!("{RAW_CDC}{table}/")
 }
 
+/// `raw/cdc/<table>/<shard id>/<first>-<last>.jsonl`: one group of change events of a Kinesis
+/// batch (one table, one shard), named by the sequence numbers of its first and last record so
+/// that a redelivered batch overwrites the same object instead of adding a duplicate.
+pub fn cdc_object_key(table: &str, shard_id: &str, first_seq: &str, last_seq: &str) -> String {
+    format!("{RAW_CDC}{table}/{shard_id}/{first_seq}-{last_seq}.jsonl")
+}
+
+/// `spill/cdc/<table>/<lsn>-<index>.json`: a change too large for one Kinesis record (the
+/// event itself); `index` tells apart the changes of one LSN (a key change is two events).
+pub fn spill_key(table: &str, lsn: u64, index: u64) -> String {
+    format!("{SPILL_CDC}{table}/{lsn}-{index}.json")
+}
+
+/// `quarantine/_cdc-sink/<shard id>/<first>-<last>.jsonl`: the records of one Kinesis batch
+/// (one shard) that cdc-sink refused, named by the first and last refused sequence numbers.
+pub fn cdc_quarantine_key(shard_id: &str, first_seq: &str, last_seq: &str) -> String {
+    format!("{QUARANTINE_CDC_SINK}{shard_id}/{first_seq}-{last_seq}.jsonl")
+}
+
 /// `curated/<table>/`: the Glue table location.
 pub fn curated_prefix(table: &str) -> String {
     format!("{CURATED}{table}/")
@@ -321,6 +340,20 @@ mod tests {
             "curated/t/year=2024/month=03/"
         );
         assert_eq!(raw_cdc_prefix("orders"), "raw/cdc/orders/");
+        assert_eq!(
+            cdc_object_key("orders", "shardId-000000000000", "4959", "4961"),
+            "raw/cdc/orders/shardId-000000000000/4959-4961.jsonl"
+        );
+        assert!(cdc_object_key("orders", "s", "1", "2").starts_with(&raw_cdc_prefix("orders")));
+        assert_eq!(
+            spill_key("orders", 22817392, 0),
+            "spill/cdc/orders/22817392-0.json"
+        );
+        assert_eq!(
+            cdc_quarantine_key("shardId-000000000000", "4959", "4961"),
+            "quarantine/_cdc-sink/shardId-000000000000/4959-4961.jsonl"
+        );
+
         assert_eq!(loads_prefix("t"), "loads/t/");
         assert_eq!(manifests_prefix("t"), "manifests/t/");
         assert_eq!(quarantine_prefix("t"), "quarantine/t/");

@@ -79,13 +79,19 @@ impl Change {
     }
 }
 
-/// Reads the envelope of one event (`doc` is a JSON object): the change, and the row image
-/// its values come from (`None` for a TRUNCATE).
+/// One event read: the change, and the row image its values come from.
+pub(crate) struct Event<'d> {
+    pub change: Change,
+    /// `after`, `before` for a delete; `None` for a TRUNCATE.
+    pub image: Option<&'d Map<String, Value>>,
+}
+
+/// Reads the envelope of one event (`doc` is a JSON object).
 pub(crate) fn read_event<'d>(
     cdc: &CdcPlan,
     plan: &Plan,
     doc: &'d Value,
-) -> Result<(Change, Option<&'d Map<String, Value>>), RowError> {
+) -> Result<Event<'d>, RowError> {
     let Some(obj) = doc.as_object() else {
         return Err(RowError::row("expected a JSON object".into()));
     };
@@ -119,15 +125,15 @@ pub(crate) fn read_event<'d>(
         (Op::Insert | Op::Update | Op::Read, Some(img)) => read_unchanged(cdc, plan, obj, img)?,
         _ => Vec::new(),
     };
-    Ok((
-        Change {
+    Ok(Event {
+        change: Change {
             op,
             lsn,
             commit_ts,
             unchanged,
         },
         image,
-    ))
+    })
 }
 
 fn read_op(obj: &Map<String, Value>) -> Result<Op, RowError> {

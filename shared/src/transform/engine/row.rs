@@ -165,8 +165,8 @@ impl<'a> RowReader<'a> {
         // A change event: its envelope first; the values come from its row image.
         let (change, image) = match (&self.plan.cdc, row) {
             (Some(cdc), Some(doc)) => {
-                let (c, image) = change::read_event(cdc, self.plan, doc)?;
-                (Some(c), image)
+                let e = change::read_event(cdc, self.plan, doc)?;
+                (Some(e.change), e.image)
             }
             _ => (None, row.as_ref().and_then(serde_json::Value::as_object)),
         };

@@ -145,7 +145,13 @@ async fn the_latest_lsn_wins_whatever_the_order_of_the_lines_and_batches() {
 #[tokio::test]
 async fn an_unchanged_toast_value_is_taken_from_the_version_dedup_drops() {
     let upd = |id, lsn, name: &str| {
-        ev("u", lsn, Value::Null, json!({"id": id, "name": name, "amount": "1"}), &["big"])
+        ev(
+            "u",
+            lsn,
+            Value::Null,
+            json!({"id": id, "name": name, "amount": "1"}),
+            &["big"],
+        )
     };
     let lines = [
         // 1: an insert, then two updates leaving `big` out (the later one listed first).
@@ -183,10 +189,22 @@ async fn an_unchanged_toast_value_is_taken_from_the_version_dedup_drops() {
 #[tokio::test]
 async fn a_truncate_voids_older_toast_values_and_is_never_a_duplicate() {
     let lines = [
-        ev("c", 10, Value::Null, row(1, "a", "1", "before truncate"), &[]),
+        ev(
+            "c",
+            10,
+            Value::Null,
+            row(1, "a", "1", "before truncate"),
+            &[],
+        ),
         ev("t", 15, Value::Null, Value::Null, &[]),
         ev("t", 16, Value::Null, Value::Null, &[]),
-        ev("u", 20, Value::Null, json!({"id": 1, "name": "b"}), &["big"]),
+        ev(
+            "u",
+            20,
+            Value::Null,
+            json!({"id": 1, "name": "b"}),
+            &["big"],
+        ),
     ];
     let (_l, got, s) = run(&orders(8192), &lines).await;
     assert_eq!((s.counts.rows_written, s.counts.rows_duplicate), (3, 1));
@@ -206,7 +224,13 @@ async fn required_columns_bind_inserts_and_updates_and_a_delete_needs_only_its_k
         // Line 1: an insert without its required `name`.
         ev("c", 10, Value::Null, json!({"id": 1, "amount": "1"}), &[]),
         // Line 2: an update leaving the required `name` out as unchanged TOAST: kept, marked.
-        ev("u", 11, Value::Null, json!({"id": 2, "amount": "1"}), &["name"]),
+        ev(
+            "u",
+            11,
+            Value::Null,
+            json!({"id": 2, "amount": "1"}),
+            &["name"],
+        ),
         // Line 3: a delete with the key only.
         ev("d", 12, json!({"id": 3}), Value::Null, &[]),
         // Line 4: a delete without its key.
@@ -227,11 +251,26 @@ async fn required_columns_bind_inserts_and_updates_and_a_delete_needs_only_its_k
     let q = quarantine(&l, &s).await;
     let shown: Vec<(u64, &str)> = q
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap_or(0), r["column"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or(0),
+                r["column"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(shown, [(1, "name"), (4, "id")]);
-    assert!(q[0]["reason"].as_str().is_some_and(|r| r.contains("required")), "{q:?}");
-    assert!(q[1]["reason"].as_str().is_some_and(|r| r.contains("needs its key")), "{q:?}");
+    assert!(
+        q[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("required")),
+        "{q:?}"
+    );
+    assert!(
+        q[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("needs its key")),
+        "{q:?}"
+    );
 }
 
 #[tokio::test]
@@ -249,7 +288,12 @@ async fn a_nan_numeric_is_quarantined_in_a_decimal_column_and_kept_in_a_string_o
         assert_eq!(r["object"], KEY);
         assert_eq!(r["line"], line);
         assert_eq!(r["column"], "amount");
-        assert!(r["reason"].as_str().is_some_and(|x| x.contains("type the column string")), "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("type the column string")),
+            "{r}"
+        );
     }
     // Typed string, the column keeps them as they are.
     let t = transformer(
@@ -259,7 +303,9 @@ async fn a_nan_numeric_is_quarantined_in_a_decimal_column_and_kept_in_a_string_o
     );
     let (_l, got, _s) = run(&t, &lines).await;
     assert_eq!(
-        got.iter().map(|r| r.split('|').nth(2).unwrap_or("")).collect::<Vec<_>>(),
+        got.iter()
+            .map(|r| r.split('|').nth(2).unwrap_or(""))
+            .collect::<Vec<_>>(),
         ["amount=NaN", "amount=-Infinity", "amount=2.5"]
     );
 }
@@ -275,17 +321,18 @@ async fn bad_lines_go_to_quarantine_with_the_reason_and_good_ones_land() {
     other_table["source"]["lsn"] = json!(11);
     other_table["source"]["table"] = json!("customers");
     let lines = [
-        "{not json".to_string(),                                                  // 1
+        "{not json".to_string(), // 1
         json!({"before": null, "after": {"id": 2}, "source": {"lsn": 1}}).to_string(), // 2
-        json!({"op": "c", "after": {"id": 2, "name": "x"}}).to_string(),          // 3
-        wrong_lsn.to_string(),                                                     // 4
-        ev("x", 12, Value::Null, row(2, "a", "1", "x"), &[]),                      // 5
-        negative.to_string(),                                                      // 6
-        ev("u", 13, Value::Null, Value::Null, &[]),                                // 7
-        other_table.to_string(),                                                   // 8
+        json!({"op": "c", "after": {"id": 2, "name": "x"}}).to_string(), // 3
+        wrong_lsn.to_string(),   // 4
+        ev("x", 12, Value::Null, row(2, "a", "1", "x"), &[]), // 5
+        negative.to_string(),    // 6
+        ev("u", 13, Value::Null, Value::Null, &[]), // 7
+        other_table.to_string(), // 8
         json!({"spill": {"key": "spill/cdc/orders/9-0.json", "bytes": 2000000},
-               "source": {"lsn": 9}}).to_string(),                                 // 9
-        good,                                                                      // 10
+               "source": {"lsn": 9}})
+        .to_string(), // 9
+        good,                    // 10
     ];
     let (l, got, s) = run(&orders(3), &lines).await;
     assert_eq!(got, [out("1", "a", "1.00", "x", "c", 10, "∅")]);
@@ -309,7 +356,10 @@ async fn bad_lines_go_to_quarantine_with_the_reason_and_good_ones_land() {
             (9, None),
         ]
     );
-    let reasons: Vec<&str> = q.iter().map(|r| r["reason"].as_str().unwrap_or("")).collect();
+    let reasons: Vec<&str> = q
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or(""))
+        .collect();
     for (i, says) in [
         "bad JSON",
         "no `op`",
@@ -356,4 +406,42 @@ async fn values_are_typed_exactly() {
             "id=1|name=  padded  |amount=12.30|big=|doc={\"a\":\"x\",\"b\":[1,2]}|tags=[\"x\",null,\"y\"]|bytes=000102ff|flag=true|at=2026-11-26T09:00:00.123456Z|day=2026-11-26|ratio=NaN|delivery_geo_city=Köln|_op=c|_lsn=10|_commit_ts=2026-11-26T09:00:10.000001Z|_unchanged=∅"
         ]
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Arbitrary lines between real events, arbitrary batch sizes: never a panic, every line
+    /// accounted for, and the real events' rows the same whatever the batch size.
+    #[test]
+    fn any_lines_and_batches_never_panic_and_counts_balance(
+        noise in proptest::collection::vec("[0-9a-z,\"{}:\\[\\] .\\-]{0,40}", 0..8),
+        ops in proptest::collection::vec((0usize..5, 0i64..4, 1i64..40, proptest::bool::ANY), 0..12),
+        batch in 1usize..6,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let mut lines: Vec<String> = ops
+                .iter()
+                .map(|&(op, id, lsn, toast)| {
+                    let op = ["c", "u", "d", "t", "r"][op];
+                    let unchanged: &[&str] = if toast { &["big"] } else { &[] };
+                    let img = json!({"id": id, "name": format!("n{lsn}"), "amount": "1"});
+                    match op {
+                        "d" => ev(op, lsn, json!({"id": id}), Value::Null, &[]),
+                        "t" => ev(op, lsn, Value::Null, Value::Null, &[]),
+                        _ => ev(op, lsn, Value::Null, img, unchanged),
+                    }
+                })
+                .collect();
+            let clean = run(&orders(8192), &lines).await.1;
+            assert_eq!(run(&orders(batch), &lines).await.1, clean, "batch_rows {batch}");
+            lines.extend(noise);
+            let l = lake();
+            put(&l, KEY, lines.join("\n").as_bytes()).await;
+            match orders(batch).transform_object(&l.store, &l.catalog, KEY, None).await {
+                Ok(s) => balanced(&s.counts),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::BadInput, "{e}"),
+            }
+        });
+    }
 }

@@ -1,9 +1,9 @@
 //! The `[cdc]` section and cdc tables: the example, the defaults a cdc table gets, and every
 //! rule naming its field.
 
-use super::*;
+use crate::config::*;
 
-const EXAMPLE: &str = include_str!("../../../examples/cdc.toml");
+const EXAMPLE: &str = include_str!("../../../../examples/cdc.toml");
 
 /// A minimal cdc pipeline; tests edit it one key at a time.
 const MINIMAL: &str = r#"
@@ -128,7 +128,7 @@ fn the_minimal_table_and_declared_built_ins_keep_their_place() {
         ["_lsn", "id", "note", "_op", "_commit_ts", "_unchanged"]
     );
     // A csv or jsonl table keeps its own defaults.
-    let p = Pipeline::parse(include_str!("../../../examples/pipeline.toml"), "p").expect("p");
+    let p = Pipeline::parse(include_str!("../../../../examples/pipeline.toml"), "p").expect("p");
     let f = p.table("funnel").expect("funnel");
     assert_eq!(f.null_tokens(), [String::new()]);
     assert!(f.trim() && f.format.glue_supported());
@@ -280,7 +280,7 @@ fn cdc_table_rules_name_their_field() {
 
 #[test]
 fn other_tables_stay_out_of_cdc() {
-    let base = include_str!("../../../examples/pipeline.toml");
+    let base = include_str!("../../../../examples/pipeline.toml");
     let with = |from: &str, to: &str| {
         let text = base.replacen(from, to, 1);
         assert_ne!(text, base);
