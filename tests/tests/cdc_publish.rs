@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use serde_json::json;
 use sluice::aws::Clients;
-use sluice::cdc::event::{spill_key, Source, SpillPointer, SpillRef};
+use sluice::cdc::event::{Source, SpillPointer, SpillRef};
+use sluice::lake::layout::spill_key;
 use sluice::cdc::wal::publish::{
     KinesisSink, PendingRecord, PublishError, Publisher,
 };
@@ -102,7 +103,7 @@ fn source(i: u32) -> Source {
         schema: "public".into(),
         table: "orders".into(),
         lsn: lsn(i),
-        txid: 100 + u64::from(i / 4),
+        txid: 100 + i / 4,
         commit_ts: format!("2026-11-26T09:{:02}:00.000001Z", i % 60),
     }
 }
@@ -166,7 +167,7 @@ async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
 
     // What the stream must hold: each event, the spilled one as its pointer.
     let big = &records[777];
-    let key = spill_key("orders", big.lsn, big.index);
+    let key = spill_key("orders", big.lsn, u64::from(big.index));
     let mut want: Vec<(String, Vec<u8>)> = records
         .iter()
         .map(|r| (r.partition_key.clone(), r.data.clone()))

@@ -207,12 +207,7 @@ pub struct SpillPointer {
 }
 
 /// The lake prefix of spilled events; a pointer elsewhere is refused.
-pub const SPILL_PREFIX: &str = "spill/cdc/";
-
-/// The lake key of the `index`-th spilled event at `lsn` of pipeline table `table`.
-pub fn spill_key(table: &str, lsn: u64, index: u32) -> String {
-    format!("{SPILL_PREFIX}{table}/{lsn}-{index}.json")
-}
+pub use crate::lake::layout::SPILL_CDC as SPILL_PREFIX;
 
 impl SpillPointer {
     fn validate(&self) -> Result<(), CdcDecodeError> {

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::lake::layout::spill_key;
 
 fn source() -> Source {
     Source {

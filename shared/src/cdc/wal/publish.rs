@@ -27,7 +27,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::aws::{classify, is_retryable_code, SdkFailure};
-use crate::cdc::event::{spill_key, Source, SpillPointer, SpillRef};
+use crate::cdc::event::{Source, SpillPointer, SpillRef};
+use crate::lake::layout::spill_key;
 use crate::lake::{LakeError, ObjectStore, PutMode};
 
 /// Records per `PutRecords` call: "Each PutRecords request can support up to 500 records"
@@ -431,7 +432,7 @@ impl Publisher {
 
     /// Writes the event to the lake and returns its pointer record.
     async fn spill(&mut self, rec: PendingRecord) -> Result<StreamRecord, PublishError> {
-        let key = spill_key(&rec.table, rec.lsn, rec.index);
+        let key = spill_key(&rec.table, rec.lsn, u64::from(rec.index));
         let bytes = u64::try_from(rec.data.len()).unwrap_or(u64::MAX);
         if let Err(source) = self
             .lake
