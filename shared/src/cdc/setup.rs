@@ -4,9 +4,10 @@
 //! the built-in `pgoutput` plugin (no extension, so it works on RDS).
 //!
 //! [`check`] only reads the catalogs and reports every problem at once, so a user fixes them
-//! in one round. [`apply`] runs the same inspection, refuses while any blocking problem is
+//! in one round. [`apply`] runs the same inspection and refuses while any blocking problem is
 //! left (an existing publication that differs from the pipeline is not blocking: `apply` sets
-//! it to the pipeline's tables), then acts in this order, each step idempotent so a failed run is simply run again:
+//! it to the pipeline's tables). Then it acts in this order, each step idempotent, so a failed
+//! run is simply run again:
 //!
 //! 1. publication and replica identities, in one transaction (both or neither);
 //! 2. the slot, in its own statement: PostgreSQL refuses to create a logical slot inside a
