@@ -7,6 +7,8 @@ pub mod copy;
 pub mod decode;
 pub mod event;
 pub mod pgoutput;
+pub mod setup;
 pub mod sink;
+pub mod snapshot;
 pub mod value;
 pub mod wal;
