@@ -10,6 +10,9 @@ use sluice::warehouse::{Dialect, LoadPlan, Statement};
 use sluice_tests::warehouse::{change_rows, change_table};
 use sluice_tests::{pg_url, unique_name};
 
+#[path = "warehouse_pg/cdc.rs"]
+mod cdc;
+
 /// A change table with awkward warehouse names: a reserved word, upper case, a space.
 fn plan(schema: &str) -> LoadPlan {
     let text = format!(
@@ -44,6 +47,14 @@ async fn exec(c: &mut PgConnection, s: &Statement) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("{}: {e}", s.name))
+}
+
+/// A step's SQL as a statement (the tests run queries as statements too).
+fn statement(s: &Step) -> Statement {
+    Statement {
+        name: s.name().to_string(),
+        sql: s.sql().to_string(),
+    }
 }
 
 async fn setup() -> (PgConnection, LoadPlan) {
@@ -90,9 +101,9 @@ async fn load(
     }
     for (i, s) in plan.after_copy(Dialect::Postgres).iter().enumerate() {
         if fail_after == Some(i) {
-            return Err(format!("injected failure before {}", s.name)); // dropped tx rolls back
+            return Err(format!("injected failure before {}", s.name())); // dropped tx rolls back
         }
-        exec(&mut tx, s).await?;
+        exec(&mut tx, &statement(s)).await?;
     }
     tx.commit().await.map_err(|e| e.to_string())
 }
@@ -310,8 +321,19 @@ async fn load_manifests(
     target: &dyn Executor,
     keys: &[String],
 ) -> Result<LoadSummary, LoadError> {
+    load_table(l, p, target, "orders", keys).await
+}
+
+/// One load of `table` through the loader.
+async fn load_table(
+    l: &Lake,
+    p: &Pipeline,
+    target: &dyn Executor,
+    table: &str,
+    keys: &[String],
+) -> Result<LoadSummary, LoadError> {
     match loader(l.store.as_ref(), p, target, "test", true)
-        .load("orders", keys)
+        .load(table, keys)
         .await?
     {
         LoadOutcome::Loaded(s) => Ok(*s),
@@ -769,7 +791,7 @@ async fn without_lease_and_lock_a_real_serialization_conflict_is_retried() {
             .expect("stage");
     }
     for s in plan.after_copy(Dialect::Postgres) {
-        exec(&mut tx, &s).await.expect("merge A");
+        exec(&mut tx, &statement(&s)).await.expect("merge A");
     }
     // Load B (the loader, no lease, no LOCK) touches key 2 too: it waits on A's row lock.
     let b = tokio::spawn({
