@@ -667,26 +667,48 @@ async fn the_golden_redshift_sql_runs() {
         "dedup kept the latest row, dropped the NULL key"
     );
 
-    // orders: a persistent stage (6 columns), a column group (5 columns), tombstones.
+    // orders: a persistent stage (7 columns), a column group (6 columns), tombstones, and
+    // unchanged-TOAST markers: resolved in the batch (1 from 10, 3 from 13), or not (5).
     let (mart, stg) = (unique_name("gold"), unique_name("gold"));
-    let i = |v: [i64; 3]| Arc::new(Int64Array::from(v.to_vec())) as ArrayRef;
+    let i = |v: &[i64]| Arc::new(Int64Array::from(v.to_vec())) as ArrayRef;
+    let o = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    let ts = |n: usize| {
+        Arc::new(arrow::array::TimestampMicrosecondArray::from(
+            vec![1_700_000_000_000_000i64; n],
+        )) as ArrayRef
+    };
     // Position matters: "amount" is dropped below and added back by the load's ALTER, which
     // puts it last (as Redshift's ADD COLUMN does); the file has it where the table's output
     // columns have it (third), so the plan COPYs it through a stage of the file's shape.
+    let both = Some("note,amount");
     let full = parquet(vec![
-        ("order", i([1, 2, 2])),
-        ("note", s(["a", "b", "b2"])),
-        ("amount", f([1.5, 2.5, 2.5])),
-        ("_op", s(["c", "c", "u"])),
-        ("_lsn", i([10, 11, 12])),
-        ("_commit_ts", ts()),
+        ("order", i(&[1, 2, 2, 5, 1])),
+        ("note", o(&[Some("a"), Some("b"), Some("b2"), None, None])),
+        (
+            "amount",
+            Arc::new(Float64Array::from(vec![
+                Some(1.5),
+                Some(2.5),
+                Some(2.5),
+                None,
+                None,
+            ])) as ArrayRef,
+        ),
+        (
+            "_op",
+            o(&[Some("c"), Some("c"), Some("u"), Some("u"), Some("u")]),
+        ),
+        ("_lsn", i(&[10, 11, 12, 16, 17])),
+        ("_commit_ts", ts(5)),
+        ("_unchanged", o(&[None, None, None, both, both])),
     ]);
     let group = parquet(vec![
-        ("order", i([3, 2, 4])),
-        ("note", s(["c", "gone", "d"])),
-        ("_op", s(["c", "d", "c"])),
-        ("_lsn", i([13, 14, 15])),
-        ("_commit_ts", ts()),
+        ("order", i(&[3, 2, 4, 3])),
+        ("note", o(&[Some("c"), Some("gone"), Some("d"), None])),
+        ("_op", o(&[Some("c"), Some("d"), Some("c"), Some("u")])),
+        ("_lsn", i(&[13, 14, 15, 18])),
+        ("_commit_ts", ts(4)),
+        ("_unchanged", o(&[None, None, None, Some("note")])),
     ]);
     let m0 = manifest(&s3, &bucket, "orders0", &[("o.parquet", Some(full))]).await;
     let m1 = manifest(&s3, &bucket, "orders1", &[("g.parquet", Some(group))]).await;
@@ -731,14 +753,40 @@ async fn the_golden_redshift_sql_runs() {
                 .filter(|s| s.query_string().is_some_and(|q| q.starts_with("COPY")))
                 .map(|s| s.result_rows())
                 .collect();
-            assert_eq!(copies, [3, 3]);
+            assert_eq!(copies, [5, 4]);
+            // The unresolved change rows, read by the query's sub-statement id.
+            let at = d
+                .sub_statements()
+                .iter()
+                .position(|s| s.query_string().is_some_and(|q| q.starts_with("SELECT")))
+                .expect("the unresolved_changes query");
+            assert_eq!(d.sub_statements()[at].result_rows(), 1);
+            let r = e
+                .client
+                .get_statement_result()
+                .id(d.sub_statements()[at].id())
+                .send()
+                .await
+                .expect("GetStatementResult");
+            assert_eq!(
+                r.records(),
+                [vec![
+                    Field::StringValue("5".into()),
+                    Field::StringValue("16".into()),
+                    Field::StringValue("note,amount".into()),
+                ]]
+            );
         }
     }
     let got = pg_scalar(&format!(
-        "SELECT string_agg(\"order\" || ':' || coalesce(amount::text, '-'), ',' ORDER BY \"order\") FROM \"{mart}\".\"Order\""
+        "SELECT string_agg(\"order\" || ':' || \"Note \"\"quoted\"\"\" || ':' || coalesce(amount::text, '-') || ':' || \"_lsn\", ',' ORDER BY \"order\") FROM \"{mart}\".\"Order\""
     ))
     .await;
-    assert_eq!(got.as_deref(), Some("1:1.50,3:-,4:-"));
+    assert_eq!(
+        got.as_deref(),
+        Some("1:a:1.50:17,3:c:-:18,4:d:-:15"),
+        "markers resolved in the batch; 5 (nothing to resolve from) not loaded"
+    );
     let tomb = pg_scalar(&format!(
         "SELECT string_agg(\"order\" || ':' || \"_lsn\", ',') FROM \"{mart}\".\"Order__sluice_deleted\""
     ))

@@ -28,6 +28,9 @@ use sluice_tests::dataapi::{DataApi, FailAt, LoadErrorDetail, Submission};
 use sluice_tests::warehouse::{change_rows, change_table};
 use sluice_tests::{moto_bucket, moto_sdk_config, pg_url, unique_name};
 
+#[path = "warehouse_dataapi/cdc.rs"]
+mod cdc;
+
 const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/sluice-copy";
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice-redshift-AbCdEf";
 
@@ -125,6 +128,17 @@ impl Env {
         target: &DataApiTarget,
         keys: &[String],
     ) -> Result<LoadSummary, LoadError> {
+        self.load_table(p, target, "orders", keys).await
+    }
+
+    /// One load of `table` through the loader.
+    async fn load_table(
+        &self,
+        p: &Pipeline,
+        target: &DataApiTarget,
+        table: &str,
+        keys: &[String],
+    ) -> Result<LoadSummary, LoadError> {
         let loader = Loader {
             pipeline: p,
             store: self.store.as_ref(),
@@ -137,7 +151,7 @@ impl Env {
             use_lease: true,
         };
         for _ in 0..3 {
-            match loader.load("orders", keys).await? {
+            match loader.load(table, keys).await? {
                 LoadOutcome::Loaded(s) => return Ok(*s),
                 LoadOutcome::Busy { until_ms, .. } => {
                     let wait = until_ms.saturating_sub(sluice::warehouse::lease::now_ms());
@@ -150,7 +164,12 @@ impl Env {
 
     /// Whether the statement record of the batch of `keys` is in the lake, and its id.
     async fn recorded_statement(&self, keys: &[String]) -> Option<String> {
-        let key = load_statement_key("orders", &batch_id(keys));
+        self.recorded_statement_of("orders", keys).await
+    }
+
+    /// The same for a load of `table`.
+    async fn recorded_statement_of(&self, table: &str, keys: &[String]) -> Option<String> {
+        let key = load_statement_key(table, &batch_id(keys));
         match self.store.get_bytes(&key).await {
             Ok(b) => {
                 let v: serde_json::Value = serde_json::from_slice(&b).expect("record json");
