@@ -32,11 +32,14 @@ use crate::warehouse::sql::{quote_ident, quote_literal, Dialect};
 const RESOLVED: &str = "sluice_resolved";
 
 impl LoadPlan {
-    /// Columns whose value a marker may leave out: not a key, not a built-in.
+    /// Columns whose value a marker may leave out: not a key, not the version, not a
+    /// built-in (a NULL key or version is the NULL-key quarantine's).
     fn markable(&self) -> impl Iterator<Item = &PlanColumn> {
-        self.columns
-            .iter()
-            .filter(|c| !self.keys.contains(&c.warehouse) && !is_builtin_column(&c.lake))
+        self.columns.iter().filter(|c| {
+            !self.keys.contains(&c.warehouse)
+                && c.warehouse != self.version
+                && !is_builtin_column(&c.lake)
+        })
     }
 
     /// The markable columns of a type the source can TOAST: string, binary, decimal.
