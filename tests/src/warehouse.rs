@@ -69,3 +69,40 @@ pub async fn change_rows(plan: &LoadPlan, with_amount: bool) -> Vec<String> {
     );
     table_rows(plan, &select, "\"order\"").await
 }
+
+/// A change table `docs` with values the source may TOAST, left out of updates as unchanged
+/// (`_unchanged`): `body` (string), `blob` (binary), `price` (decimal), beside `title`
+/// (string); key `id`; loading into `schema`.`Docs`. The change columns are declared as
+/// built-in columns.
+pub fn toast_table(schema: &str) -> Pipeline {
+    let text = format!(
+        r#"
+[[tables]]
+name = "docs"
+raw_prefix = "raw/cdc/docs/"
+format = "jsonl"
+partition_by = "_commit_ts"
+dedup = {{ key = ["id"], order_by = "_lsn" }}
+catalog = {{ database = "db" }}
+warehouse = {{ schema = "{schema}", table = "Docs", merge_keys = ["id"] }}
+columns = [
+  {{ name = "id", type = "int" }},
+  {{ name = "title", type = "string" }},
+  {{ name = "body", type = "string" }},
+  {{ name = "blob", type = "binary" }},
+  {{ name = "price", type = "decimal(30,10)" }},
+  {{ name = "_op", type = "string" }},
+  {{ name = "_lsn", type = "int" }},
+  {{ name = "_commit_ts", type = "timestamp" }},
+  {{ name = "_unchanged", type = "string" }},
+]
+"#
+    );
+    Pipeline::parse(&text, "test").expect("pipeline")
+}
+
+/// The `docs` final rows as `id|title|body|blob in hex|price|lsn` (∅ for NULL).
+pub async fn toast_rows(plan: &LoadPlan) -> Vec<String> {
+    let select = "\"id\"::text || '|' || COALESCE(\"title\", '∅') || '|' || COALESCE(\"body\", '∅') || '|' || COALESCE(encode(\"blob\", 'hex'), '∅') || '|' || COALESCE(\"price\"::text, '∅') || '|' || \"_lsn\"::text";
+    table_rows(plan, select, "\"id\"").await
+}

@@ -1,6 +1,8 @@
 //! What runs a load plan: the `Executor` contract both executors fulfil (PostgreSQL, the
 //! Redshift Data API), with the error every stage of a load reports.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use crate::lake::ObjectStore;
@@ -93,6 +95,9 @@ pub struct Executed {
     pub statement_id: Option<String>,
     /// Transactions it took (more than one after conflicts).
     pub attempts: u32,
+    /// The rows of each `Step::Query` (by step position) that returned any, every value as
+    /// text (NULL as empty).
+    pub results: BTreeMap<usize, Vec<Vec<String>>>,
 }
 
 /// Runs a load plan's steps in one transaction.

@@ -12,9 +12,10 @@ use crate::lake::layout::{
     copy_manifest_key, load_record_key, load_replay_record_key, source_hash,
 };
 use crate::lake::manifest::Manifest;
+use crate::lake::quarantine::QuarantineRecord;
 use crate::lake::{LakeError, ObjectStore, PutMode};
 
-use super::executor::{Executor, LoadError, RunContext};
+use super::executor::{Executed, Executor, LoadError, RunContext};
 use super::lease::{self, Acquired};
 use super::plan::{step_names, CopyGroup, LoadPlan, Statement, Step, TablesFound};
 use super::reconcile::{counts, LoadCounts, LoadSummary};
@@ -180,15 +181,17 @@ impl Loader<'_> {
         summary.attempts = executed.attempts;
         summary.counts = counts(&steps, &executed, expected);
         let quarantined: u64 = quarantine.iter().map(|(_, r)| r.len() as u64).sum();
+        let unresolved = unresolved_rows(&steps, &executed);
+        let mut records = quarantine;
+        records.extend(
+            self.unresolved_records(&plan, &manifests, unresolved, &summary.record_key)
+                .await?,
+        );
         // After the commit: these rows are out of the load whatever happens next; a re-run
-        // writes the same objects again.
-        summary.quarantine_keys = self.write_quarantine(&plan, quarantine).await?;
-        if summary.counts.null_keys != quarantined {
-            summary.quarantine_mismatch = Some(format!(
-                "the load dropped {} rows with a NULL key or version but {quarantined} were quarantined",
-                summary.counts.null_keys
-            ));
-        }
+        // writes the same objects again (a replay finds the unresolved rows again: they
+        // changed nothing).
+        summary.quarantine_keys = self.write_quarantine(&plan, merge_by_file(records)).await?;
+        summary.quarantine_mismatch = quarantine_mismatch(&summary.counts, quarantined, unresolved);
         if let (Staging::Table(_), true) = (&plan.staging, plan.truncate_stage) {
             // Outside the load's transaction: TRUNCATE commits in Redshift.
             let mut stmts = plan.session(dialect);
@@ -384,6 +387,51 @@ impl Loader<'_> {
     }
 }
 
+/// The rows the load's `unresolved_changes` query returned (none when it has none).
+fn unresolved_rows<'a>(steps: &[Step], executed: &'a Executed) -> &'a [Vec<String>] {
+    steps
+        .iter()
+        .position(|s| matches!(s, Step::Query(q) if q.name == step_names::UNRESOLVED))
+        .and_then(|i| executed.results.get(&i))
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Quarantine records of one object, whatever found them: one object per source file, so the
+/// NULL-key rows and the unresolved rows of a file never overwrite each other.
+fn merge_by_file(
+    records: Vec<(String, Vec<QuarantineRecord>)>,
+) -> Vec<(String, Vec<QuarantineRecord>)> {
+    let mut by_file: BTreeMap<String, Vec<QuarantineRecord>> = BTreeMap::new();
+    for (file, rs) in records {
+        by_file.entry(file).or_default().extend(rs);
+    }
+    for rs in by_file.values_mut() {
+        rs.sort_by_key(|r| r.line);
+    }
+    by_file.into_iter().collect()
+}
+
+/// Why the quarantined rows do not match the rows the load left out, if they do not.
+fn quarantine_mismatch(
+    counts: &LoadCounts,
+    null_keys: u64,
+    unresolved: &[Vec<String>],
+) -> Option<String> {
+    if counts.null_keys != null_keys {
+        return Some(format!(
+            "the load dropped {} rows with a NULL key or version but {null_keys} were quarantined",
+            counts.null_keys
+        ));
+    }
+    (counts.unresolved != unresolved.len() as u64).then(|| {
+        format!(
+            "the load left out {} rows with unresolved unchanged-TOAST markers but returned {}",
+            counts.unresolved,
+            unresolved.len()
+        )
+    })
+}
+
 /// Lake names of output columns the final table lacks (None: the table is new and is created
 /// with every column).
 fn missing_columns(plan: &LoadPlan, existing: Option<&[String]>) -> Vec<String> {
@@ -392,8 +440,7 @@ fn missing_columns(plan: &LoadPlan, existing: Option<&[String]>) -> Vec<String> 
     };
     // Redshift reports folded (lower-case) names unless case sensitivity is on.
     let has = |w: &str| existing.iter().any(|e| e == w || e.eq_ignore_ascii_case(w));
-    plan.columns
-        .iter()
+    plan.final_columns()
         .filter(|c| !has(&c.warehouse))
         .map(|c| c.lake.clone())
         .collect()

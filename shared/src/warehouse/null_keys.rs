@@ -1,6 +1,8 @@
 //! Rows that cannot load: a NULL merge key (except on a TRUNCATE change row) or a NULL version.
 //! Found by reading the key columns of the batch's files before the load (the load drops them
 //! from the stage and counts them), written to `quarantine/<table>/load-<hash>.jsonl` after it.
+//! `pick_rows` and `records_at` are how any loader quarantine reads a file (also
+//! `unresolved.rs`): the few columns that decide first, then the whole rows picked.
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -54,15 +56,7 @@ impl Loader<'_> {
                 continue;
             }
             for f in &m.files {
-                // Through a local file, not memory: a Lambda holds one row group at a time
-                // however large the file.
-                let dir = tempfile::tempdir()
-                    .map_err(|e| lake_err_msg(&plan.table, &f.key, e.to_string()))?;
-                let path = dir.path().join("file.parquet");
-                self.store
-                    .get_to_file(&f.key, &path)
-                    .await
-                    .map_err(|e| lake_err(&plan.table, &f.key, e))?;
+                let (_dir, path) = self.local_copy(&plan.table, &f.key).await?;
                 let cols = NullCheck {
                     keys: &key_lake,
                     version: version_lake,
@@ -81,6 +75,22 @@ impl Loader<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// A lake file in a local temporary file (removed with the returned directory): a Lambda
+    /// then holds one row group at a time, however large the file.
+    pub(super) async fn local_copy(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<(tempfile::TempDir, std::path::PathBuf), LoadError> {
+        let dir = tempfile::tempdir().map_err(|e| lake_err_msg(table, key, e.to_string()))?;
+        let path = dir.path().join("file.parquet");
+        self.store
+            .get_to_file(key, &path)
+            .await
+            .map_err(|e| lake_err(table, key, e))?;
+        Ok((dir, path))
     }
 
     pub(super) async fn write_quarantine(
@@ -102,7 +112,7 @@ impl Loader<'_> {
                 .put(&key, body.into(), PutMode::Overwrite)
                 .await
                 .map_err(|e| lake_err(&plan.table, &key, e))?;
-            tracing::warn!(table = %plan.table, file = %file_key, quarantine = %key, rows = records.len(), "rows with a NULL merge key quarantined");
+            tracing::warn!(table = %plan.table, file = %file_key, quarantine = %key, rows = records.len(), "rows the load could not take quarantined");
             keys.push(key);
         }
         Ok(keys)
@@ -125,11 +135,57 @@ fn null_key_rows(
     file_key: &str,
     path: &std::path::Path,
 ) -> Result<Vec<QuarantineRecord>, String> {
-    let open = || std::fs::File::open(path).map_err(|e| e.to_string());
-    let builder = ParquetRecordBatchReaderBuilder::try_new(open()?).map_err(|e| e.to_string())?;
-    // Only the checked columns first: most files have no such row and are done after this.
-    let schema = builder.parquet_schema();
     let wanted = |n: &str| check.keys.contains(&n) || n == check.version || Some(n) == check.op;
+    let reason = format!(
+        "a merge key ({}) or the version ({}) is NULL: the row cannot match, be matched or be ordered in {}",
+        check.keys.join(", "),
+        check.version,
+        plan.final_table()
+    );
+    let picked = pick_rows(path, &wanted, &mut |b, r| {
+        let col = |n: &str| b.schema().index_of(n).ok().map(|i| b.column(i).clone());
+        let truncate = check
+            .op
+            .and_then(col)
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+            .is_some_and(|o| o.is_valid(r) && o.value(r) == "t");
+        let null = |n: &str| col(n).is_none_or(|a| a.is_null(r));
+        let no_key = check.keys.iter().any(|k| null(k));
+        if !null(check.version) && (!no_key || truncate) {
+            return None;
+        }
+        let column = check
+            .keys
+            .iter()
+            .chain(std::iter::once(&check.version))
+            .filter(|n| null(n))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(Picked {
+            column,
+            reason: reason.clone(),
+        })
+    })?;
+    records_at(path, file_key, picked)
+}
+
+/// A row a quarantine picked: its 0-based position in the file, the column at fault, why.
+pub(super) struct Picked {
+    pub column: String,
+    pub reason: String,
+}
+
+/// The rows of a Parquet file that `pick` chooses, looking only at the columns `wanted`
+/// names (most files have no such row and are done after this pass).
+pub(super) fn pick_rows(
+    path: &std::path::Path,
+    wanted: &dyn Fn(&str) -> bool,
+    pick: &mut dyn FnMut(&RecordBatch, usize) -> Option<Picked>,
+) -> Result<Vec<(usize, Picked)>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let schema = builder.parquet_schema();
     let idx: Vec<usize> = (0..schema.num_columns())
         .filter(|&i| wanted(schema.column(i).name()))
         .collect();
@@ -138,44 +194,37 @@ fn null_key_rows(
         .with_projection(mask)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut bad_rows = Vec::new();
+    let mut out = Vec::new();
     let mut base = 0usize;
     for b in reader {
         let b = b.map_err(|e| e.to_string())?;
-        let col = |n: &str| b.schema().index_of(n).ok().map(|i| b.column(i).clone());
-        let keys: Vec<_> = check.keys.iter().filter_map(|k| col(k)).collect();
-        let version = col(check.version);
-        let op = check
-            .op
-            .and_then(col)
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned());
         for r in 0..b.num_rows() {
-            let truncate = op
-                .as_ref()
-                .is_some_and(|o| o.is_valid(r) && o.value(r) == "t");
-            let no_version = version.as_ref().is_none_or(|v| v.is_null(r));
-            let no_key = keys.len() < check.keys.len() || keys.iter().any(|a| a.is_null(r));
-            if no_version || (no_key && !truncate) {
-                bad_rows.push(base + r);
+            if let Some(p) = pick(&b, r) {
+                out.push((base + r, p));
             }
         }
         base += b.num_rows();
     }
-    if bad_rows.is_empty() {
+    Ok(out)
+}
+
+/// Quarantine records of the picked rows (ascending positions), each with the whole row as
+/// `col=value|…` and its 1-based line in the file.
+pub(super) fn records_at(
+    path: &std::path::Path,
+    file_key: &str,
+    picked: Vec<(usize, Picked)>,
+) -> Result<Vec<QuarantineRecord>, String> {
+    if picked.is_empty() {
         return Ok(Vec::new());
     }
-    let named = format!(
-        "a merge key ({}) or the version ({}) is NULL",
-        check.keys.join(", "),
-        check.version
-    );
-    // Then the whole rows of those few, for the quarantine record.
-    let reader = ParquetRecordBatchReaderBuilder::try_new(open()?)
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut base = 0usize;
-    let mut next = bad_rows.iter().peekable();
+    let mut next = picked.into_iter().peekable();
     for b in reader {
         let b: RecordBatch = b.map_err(|e| e.to_string())?;
         let opts = FormatOptions::default();
@@ -184,10 +233,11 @@ fn null_key_rows(
             .iter()
             .map(|a| ArrayFormatter::try_new(a.as_ref(), &opts).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
-        while let Some(&&r) = next.peek() {
-            if r >= base + b.num_rows() {
+        while let Some((r, _)) = next.peek() {
+            if *r >= base + b.num_rows() {
                 break;
             }
+            let Some((r, p)) = next.next() else { break };
             let raw = b
                 .schema()
                 .fields()
@@ -196,30 +246,14 @@ fn null_key_rows(
                 .map(|(f, x)| format!("{}={}", f.name(), x.value(r - base)))
                 .collect::<Vec<_>>()
                 .join("|");
-            let column = check
-                .keys
-                .iter()
-                .chain(std::iter::once(&check.version))
-                .filter(|c| {
-                    b.schema()
-                        .index_of(c)
-                        .map_or(true, |i| b.column(i).is_null(r - base))
-                })
-                .copied()
-                .collect::<Vec<_>>()
-                .join(",");
             out.push(QuarantineRecord {
                 object: file_key.to_string(),
                 line: r as u64 + 1,
-                column: Some(column),
-                reason: format!(
-                    "{named}: the row cannot match, be matched or be ordered in {}",
-                    plan.final_table()
-                ),
+                column: Some(p.column),
+                reason: p.reason,
                 raw,
                 raw_truncated: false,
             });
-            next.next();
         }
         base += b.num_rows();
     }

@@ -5,6 +5,7 @@
 //! A serialization failure (SQLSTATE 40001) or deadlock (40P01) rolls the whole load back;
 //! it is retried with backoff and jitter, from the start, up to `MAX_ATTEMPTS` times.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -94,12 +95,13 @@ impl Executor for PgTarget {
             attempt += 1;
             let mut c = self.conn().await?;
             match run_once(&mut c, plan, steps, ctx.store).await {
-                Ok((rows, millis)) => {
+                Ok(ran) => {
                     return Ok(Executed {
-                        rows,
-                        millis,
+                        rows: ran.rows,
+                        millis: ran.millis,
                         statement_id: None,
                         attempts: attempt,
+                        results: ran.results,
                     })
                 }
                 Err(e) if e.is_conflict() && attempt < MAX_ATTEMPTS => {
@@ -174,12 +176,20 @@ fn statement_error(table: &str, statement: &str, e: &sqlx::Error) -> LoadError {
     }
 }
 
+/// What one committed transaction of a load reports (see `Executed`).
+#[derive(Default)]
+struct Ran {
+    rows: Vec<Option<u64>>,
+    millis: Vec<Option<u64>>,
+    results: BTreeMap<usize, Vec<Vec<String>>>,
+}
+
 async fn run_once(
     c: &mut PgConnection,
     plan: &LoadPlan,
     steps: &[Step],
     store: &dyn ObjectStore,
-) -> Result<(Vec<Option<u64>>, Vec<Option<u64>>), LoadError> {
+) -> Result<Ran, LoadError> {
     let mut tx = c
         .begin()
         .await
@@ -193,12 +203,19 @@ async fn run_once(
         },
     )
     .await?;
-    let mut rows = Vec::with_capacity(steps.len());
-    let mut millis = Vec::with_capacity(steps.len());
-    for step in steps {
+    let mut ran = Ran::default();
+    for (i, step) in steps.iter().enumerate() {
         let started = std::time::Instant::now();
         let n = match step {
             Step::Sql(s) => exec(&mut tx, &plan.table, s).await?,
+            Step::Query(s) => {
+                let rows = query(&mut tx, &plan.table, s).await?;
+                let n = rows.len() as u64;
+                if !rows.is_empty() {
+                    ran.results.insert(i, rows);
+                }
+                n
+            }
             Step::Copy(copy) => {
                 let mut n = 0;
                 for key in &copy.files {
@@ -207,13 +224,36 @@ async fn run_once(
                 n
             }
         };
-        rows.push(Some(n));
-        millis.push(Some(started.elapsed().as_millis() as u64));
+        ran.rows.push(Some(n));
+        ran.millis.push(Some(started.elapsed().as_millis() as u64));
     }
     tx.commit()
         .await
         .map_err(|e| statement_error(&plan.table, "commit", &e))?;
-    Ok((rows, millis))
+    Ok(ran)
+}
+
+/// A query's rows, every column read as text (the plan's queries select text; NULL as empty).
+async fn query(
+    c: &mut PgConnection,
+    table: &str,
+    s: &Statement,
+) -> Result<Vec<Vec<String>>, LoadError> {
+    let rows = sqlx::query(AssertSqlSafe(s.sql.clone()))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| statement_error(table, &s.name, &e))?;
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    r.try_get::<Option<String>, _>(i)
+                        .map(Option::unwrap_or_default)
+                        .map_err(|e| statement_error(table, &s.name, &e))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// COPYs one Parquet file into the step's table, by column name; the rows COPYed.

@@ -11,7 +11,8 @@ use super::executor::Executed;
 use super::plan::{step_names, Step};
 
 /// Rows of a load, by what became of them, each counted by the statement that acted on them.
-/// They balance: `staged = merged + stale + deleted + duplicates + null_keys + truncates`.
+/// They balance:
+/// `staged = merged + stale + deleted + duplicates + null_keys + truncates + unresolved`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LoadCounts {
     /// Σ `rows_written` of the manifests: what the lake says the batch holds.
@@ -30,6 +31,9 @@ pub struct LoadCounts {
     pub null_keys: u64,
     /// TRUNCATE change rows (their version recorded; they are no row of the table).
     pub truncates: u64,
+    /// Change rows with an unchanged-TOAST marker no earlier version resolved: not loaded,
+    /// quarantined.
+    pub unresolved: u64,
 }
 
 impl LoadCounts {
@@ -46,11 +50,12 @@ impl LoadCounts {
             + self.deleted
             + self.duplicates
             + self.null_keys
-            + self.truncates;
+            + self.truncates
+            + self.unresolved;
         (accounted != self.staged).then(|| {
             format!(
-                "{} rows staged but {accounted} accounted for (merged {} + stale {} + deleted {} + duplicates {} + NULL keys {} + truncates {})",
-                self.staged, self.merged, self.stale, self.deleted, self.duplicates, self.null_keys, self.truncates
+                "{} rows staged but {accounted} accounted for (merged {} + stale {} + deleted {} + duplicates {} + NULL keys {} + truncates {} + unresolved {})",
+                self.staged, self.merged, self.stale, self.deleted, self.duplicates, self.null_keys, self.truncates, self.unresolved
             )
         })
     }
@@ -93,6 +98,7 @@ impl LoadSummary {
             .count("RowsDeleted", c.deleted)
             .count("RowsDuplicate", c.duplicates)
             .count("RowsNullKey", c.null_keys)
+            .count("RowsUnresolved", c.unresolved)
             .count("ReconciliationMismatch", u64::from(self.mismatch.is_some()))
             .count("Attempts", u64::from(self.attempts))
             .property("batch", self.batch.clone())
@@ -117,5 +123,6 @@ pub(super) fn counts(steps: &[Step], executed: &Executed, expected: u64) -> Load
         duplicates: get(step_names::DUPLICATES),
         null_keys: get(step_names::DROP_NULL_KEYS),
         truncates: get(step_names::TRUNCATES),
+        unresolved: get(step_names::UNRESOLVED),
     }
 }

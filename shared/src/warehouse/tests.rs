@@ -21,6 +21,7 @@ columns = [
   { name = "_op", type = "string" },
   { name = "_lsn", type = "int" },
   { name = "_commit_ts", type = "timestamp" },
+  { name = "_unchanged", type = "string" },
 ]
 "#;
 
@@ -155,6 +156,13 @@ fn change_table_with_awkward_names_is_golden() {
     );
     assert!(redshift
         .contains("ALTER TABLE \"Sales Mart\".\"Order\" ADD COLUMN \"amount\" DECIMAL(12,2)"));
+    // `_unchanged` is a column of the stage and the batch, not of the final table.
+    let create_final = redshift
+        .lines()
+        .find(|l| l.starts_with("CREATE TABLE IF NOT EXISTS \"Sales Mart\".\"Order\" ("))
+        .expect("create_final");
+    assert!(!create_final.contains("_unchanged"), "{create_final}");
+    assert!(redshift.contains("CREATE TABLE IF NOT EXISTS \"stg\".\"Order Stage\" (\"order\" BIGINT, \"Note \"\"quoted\"\"\" VARCHAR(65535), \"amount\" DECIMAL(12,2), \"_op\" VARCHAR(65535), \"_lsn\" BIGINT, \"_commit_ts\" TIMESTAMP, \"_unchanged\" VARCHAR(65535))"));
     golden("orders.redshift.sql", &redshift);
     golden(
         "orders.postgres.sql",
@@ -172,4 +180,84 @@ fn a_table_without_version_or_warehouse_cannot_load() {
     let p = Pipeline::parse(&text, "test").expect("pipeline");
     let e = LoadPlan::new(p.table("orders").unwrap()).unwrap_err();
     assert!(matches!(e, PlanError::NoWarehouse { .. }), "{e}");
+}
+
+/// A change table with `columns` plain columns of `ty`, for the statement counts.
+fn wide(columns: usize, ty: &str) -> LoadPlan {
+    let cols: String = (0..columns)
+        .map(|i| format!("  {{ name = \"c{i}\", type = \"{ty}\" }},\n"))
+        .collect();
+    let text = ORDERS.replace(
+        "  { name = \"_op\", type = \"string\" },",
+        &format!("{cols}  {{ name = \"_op\", type = \"string\" }},"),
+    );
+    plan_of(&text, "orders")
+}
+
+#[test]
+fn unchanged_markers_cost_statements_per_table_not_per_column() {
+    let count = |plan: &LoadPlan| plan.after_copy(Dialect::Redshift).len();
+    let narrow = plan_of(ORDERS, "orders");
+    let wide_text = wide(300, "string");
+    assert_eq!(count(&narrow), count(&wide_text));
+    // One join per resolvable column, in one statement.
+    let resolve = |plan: &LoadPlan| {
+        plan.after_copy(Dialect::Redshift)
+            .into_iter()
+            .find(|s| s.name() == "resolve_unchanged")
+            .expect("resolve_unchanged")
+            .sql()
+            .to_string()
+    };
+    let sql = resolve(&wide_text);
+    assert_eq!(
+        sql.matches("LEFT JOIN \"sluice_batch\" x").count(),
+        302,
+        "c0…c299, note, amount"
+    );
+    // Columns that cannot be TOASTed are never joined: a marker on one is never resolved.
+    let ints = resolve(&wide(300, "int"));
+    assert_eq!(ints.matches("LEFT JOIN \"sluice_batch\" x").count(), 2);
+    assert!(
+        ints.contains("',c299'"),
+        "a marker on c299 is reported missing"
+    );
+    // Without `_unchanged`, no resolution and no query.
+    let plain = plan_of(
+        &ORDERS.replace("  { name = \"_unchanged\", type = \"string\" },\n", ""),
+        "orders",
+    );
+    assert!(plain.unchanged.is_none());
+    assert_eq!(count(&narrow) - count(&plain), 5);
+    assert!(!plain
+        .after_copy(Dialect::Postgres)
+        .iter()
+        .any(|s| matches!(s, Step::Query(_))));
+}
+
+#[test]
+fn the_final_table_keeps_the_version_but_not_the_markers() {
+    let plan = plan_of(ORDERS, "orders");
+    assert_eq!(plan.unchanged.as_deref(), Some("_unchanged"));
+    let finals: Vec<&str> = plan.final_columns().map(|c| c.lake.as_str()).collect();
+    assert_eq!(
+        finals,
+        ["order", "note", "amount", "_op", "_lsn", "_commit_ts"]
+    );
+    assert_eq!(plan.columns.len(), 7, "the stage has `_unchanged`");
+    let steps = plan.after_copy(Dialect::Postgres);
+    let insert = steps
+        .iter()
+        .find(|s| s.name() == step_names::INSERT)
+        .expect("insert");
+    assert!(
+        !insert.sql().contains("\"_unchanged\","),
+        "{}",
+        insert.sql()
+    );
+    assert!(
+        insert.sql().ends_with("AND \"_unchanged\" IS NULL"),
+        "{}",
+        insert.sql()
+    );
 }

@@ -339,13 +339,18 @@ impl DataApiTarget {
         if !d.has_result_set || d.rows == Some(0) {
             return Ok(Vec::new());
         }
+        self.result_rows(table, &id).await
+    }
+
+    /// The rows of a finished statement or sub-statement (`<id>:<n>`), all pages.
+    async fn result_rows(&self, table: &str, id: &str) -> Result<Vec<Vec<String>>, LoadError> {
         let mut rows = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let out = self
                 .client
                 .get_statement_result()
-                .id(&id)
+                .id(id)
                 .set_next_token(token.take())
                 .send()
                 .await
@@ -415,6 +420,33 @@ impl DataApiTarget {
                 None
             }
         }
+    }
+
+    /// The rows of the batch's queries (`Step::Query`) that returned any, read by their
+    /// sub-statement ids (`<id>:<n>`, from 1) once the batch committed.
+    async fn read_results(
+        &self,
+        table: &str,
+        rec: &StatementRecord,
+        steps: &[Step],
+        mut done: Executed,
+    ) -> Result<Executed, LoadError> {
+        for (pos, step) in steps.iter().enumerate() {
+            let Step::Query(q) = step else { continue };
+            if done.rows.get(pos).copied().flatten() == Some(0) {
+                continue;
+            }
+            let Some(sub) = rec.steps.iter().position(|n| n == &q.name) else {
+                tracing::warn!(table, step = %q.name, statement_id = %rec.statement_id, "the committed batch has no such query; its rows are not read");
+                continue;
+            };
+            let id = format!("{}:{}", rec.statement_id, sub + 1);
+            let rows = self.result_rows(table, &id).await?;
+            if !rows.is_empty() {
+                done.results.insert(pos, rows);
+            }
+        }
+        Ok(done)
     }
 
     /// The error of a failed batch, with the step that failed and, for a COPY, its load errors.
@@ -494,9 +526,13 @@ impl Executor for DataApiTarget {
                 (Some(rec), attempt)
             }
             Resume::Finished(rec, d) => {
-                self.forget(ctx, &key).await;
                 tracing::info!(table, statement_id = %rec.statement_id, "the batch an earlier invocation submitted has committed");
-                return Ok(finished(&rec, &d, &names));
+                // A failed read keeps the record: the next invocation finds the batch
+                // FINISHED and reads its rows again.
+                let done = self.read_results(table, &rec, steps, finished(&rec, &d, &names));
+                let done = done.await?;
+                self.forget(ctx, &key).await;
+                return Ok(done);
             }
             Resume::Failed(rec) => (None, rec.attempt),
         };
@@ -523,8 +559,12 @@ impl Executor for DataApiTarget {
                 }
             };
             if d.phase == Phase::Finished {
+                // A failed read keeps the record: the next invocation finds the batch
+                // FINISHED and reads its rows again.
+                let done = self.read_results(table, &rec, steps, finished(&rec, &d, &names));
+                let done = done.await?;
                 self.forget(ctx, &key).await;
-                return Ok(finished(&rec, &d, &names));
+                return Ok(done);
             }
             let f = failure(&d, &rec.steps);
             let backoff = jittered(self.conflict_backoff, attempt);

@@ -198,6 +198,7 @@ pub(super) fn finished(rec: &StatementRecord, d: &Described, names: &[&str]) -> 
         millis: align(&rec.steps, &millis, names),
         statement_id: Some(rec.statement_id.clone()),
         attempts: rec.attempt.max(1),
+        results: Default::default(),
     }
 }
 

@@ -18,16 +18,16 @@ DELETE FROM "sluice_stage" WHERE "updated_at" IS NULL OR "customer_id" IS NULL;
 CREATE TEMP TABLE "sluice_batch" ("customer_id" BIGINT, "email_hash" TEXT, "date_of_birth_age_band" TEXT, "signup_date" TIMESTAMP, "loyalty_tier" TEXT, "lifetime_spend" DECIMAL(12,2), "address_city" TEXT, "address_postcode" TEXT, "address_geo_lat" DOUBLE PRECISION, "address_geo_lon" DOUBLE PRECISION, "address_tags" TEXT, "updated_at" TIMESTAMP, sluice_rn BIGINT) ON COMMIT DROP;
 -- dedup_batch
 INSERT INTO "sluice_batch" ("customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at", sluice_rn) SELECT "customer_id", "email_hash", "date_of_birth_age_band", "signup_date", "loyalty_tier", "lifetime_spend", "address_city", "address_postcode", "address_geo_lat", "address_geo_lon", "address_tags", "updated_at", ROW_NUMBER() OVER (PARTITION BY "customer_id" ORDER BY "updated_at" DESC) FROM "sluice_stage";
--- drop_duplicates
-DELETE FROM "sluice_batch" WHERE sluice_rn > 1;
 -- drop_truncated_from_batch
-DELETE FROM "sluice_batch" WHERE "updated_at" <= (SELECT MAX("updated_at") FROM "lake"."customers__sluice_deleted" WHERE sluice_truncate);
+DELETE FROM "sluice_batch" WHERE sluice_rn = 1 AND "updated_at" <= (SELECT MAX("updated_at") FROM "lake"."customers__sluice_deleted" WHERE sluice_truncate);
 -- drop_truncated_from_final
 DELETE FROM "lake"."customers" WHERE "updated_at" <= (SELECT MAX("updated_at") FROM "lake"."customers__sluice_deleted" WHERE sluice_truncate);
 -- drop_stale_against_final
-DELETE FROM "sluice_batch" USING "lake"."customers" f WHERE f."customer_id" = "sluice_batch"."customer_id" AND f."updated_at" >= "sluice_batch"."updated_at";
+DELETE FROM "sluice_batch" USING "lake"."customers" f WHERE "sluice_batch".sluice_rn = 1 AND f."customer_id" = "sluice_batch"."customer_id" AND f."updated_at" >= "sluice_batch"."updated_at";
 -- drop_stale_against_tombstones
-DELETE FROM "sluice_batch" USING "lake"."customers__sluice_deleted" t WHERE NOT t.sluice_truncate AND t."customer_id" = "sluice_batch"."customer_id" AND t."updated_at" >= "sluice_batch"."updated_at";
+DELETE FROM "sluice_batch" USING "lake"."customers__sluice_deleted" t WHERE "sluice_batch".sluice_rn = 1 AND NOT t.sluice_truncate AND t."customer_id" = "sluice_batch"."customer_id" AND t."updated_at" >= "sluice_batch"."updated_at";
+-- drop_duplicates
+DELETE FROM "sluice_batch" WHERE sluice_rn > 1;
 -- delete_replaced
 DELETE FROM "lake"."customers" USING "sluice_batch" b WHERE "lake"."customers"."customer_id" = b."customer_id";
 -- insert
