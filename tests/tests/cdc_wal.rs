@@ -108,7 +108,8 @@ impl Fixture {
 
 fn events(records: &[Record]) -> Vec<Value> {
     let mut v: Vec<Value> = records.iter().map(Record::json).collect();
-    v.sort_by_key(|e| e["source"]["lsn"].as_u64());
+    // A key change's delete and insert share an LSN (and may sit on two shards): delete first.
+    v.sort_by_key(|e| (e["source"]["lsn"].as_u64(), e["op"] != "d"));
     v
 }
 
@@ -179,13 +180,14 @@ async fn a_transaction_over_the_budget_passes_over_several_runs_each_change_once
     let stops: Vec<Stop> = runs.iter().map(|r| r.stop).collect();
     assert_eq!(
         stops,
-        [Stop::InsideTransaction, Stop::InsideTransaction, Stop::InsideTransaction, Stop::Budget, Stop::Drained]
+        [Stop::InsideTransaction, Stop::InsideTransaction, Stop::InsideTransaction, Stop::Drained]
     );
     let partials: Vec<Option<u64>> = runs
         .iter()
         .map(|r| r.partial.as_ref().map(|p| p.acked_changes))
         .collect();
-    assert_eq!(partials, [Some(3000), Some(6000), Some(9000), None, None]);
+    assert_eq!(partials, [Some(3000), Some(6000), Some(9000), None]);
+    assert_eq!(runs[3].changes, 1001, "the rest of the large one and the next");
     assert_eq!(runs[1].skipped, 3000, "the second run skips what the first sent");
     let got = f.stream.read_new().await;
     assert_eq!(got.len(), 10_001);
