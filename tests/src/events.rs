@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -47,6 +48,8 @@ enum Kind {
         spills: usize,
         refused: usize,
     },
+    /// The EventBridge scheduled event that starts a wal-decoder run (its content is not read).
+    Schedule,
 }
 
 /// Every file in `events/`: its kind and the functions that take it (for people; the invoke
@@ -84,6 +87,7 @@ const SAMPLES: &[(&str, Kind, &[&str])] = &[
         },
         &["cdc-sink"],
     ),
+    ("schedule-wal-decoder.json", Kind::Schedule, &["wal-decoder"]),
 ];
 
 /// The bucket every sample names (the invoke tests replace it with one of their own).
@@ -286,6 +290,17 @@ fn check(name: &str, kind: Kind) -> Vec<String> {
             refused,
         } => {
             check_kinesis(name, &text, [events, spills, refused]);
+            Vec::new()
+        }
+        Kind::Schedule => {
+            let e: EventBridgeEvent<Value> = typed(name, &text);
+            assert_eq!(e.detail_type, "Scheduled Event", "{name}");
+            assert_eq!(e.source, "aws.events", "{name}");
+            let resources = e.resources.unwrap_or_default();
+            assert!(
+                !resources.is_empty() && resources.iter().all(|r| r.starts_with("arn:aws:events:")),
+                "{name}: {resources:?}"
+            );
             Vec::new()
         }
     }
