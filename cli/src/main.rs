@@ -3,8 +3,11 @@
 //! `sluice demo` makes sample data and transforms it on a local lake under `./sluice-demo/`;
 //! `sluice transform` runs the transform on given objects of a local or S3 lake;
 //! `sluice load` loads a table's manifests into the warehouse (Redshift, or PostgreSQL);
-//! `sluice warehouse ddl` prints the warehouse tables the loader writes.
+//! `sluice warehouse ddl` prints the warehouse tables the loader writes;
+//! `sluice cdc setup|snapshot|run|peek` sets up change data capture from PostgreSQL, copies the
+//! tables' current rows, runs the wal-decoder once, and prints a slot's pending changes.
 
+mod cdc;
 mod demo;
 mod load;
 
@@ -84,6 +87,11 @@ enum Command {
         #[arg(long = "manifest")]
         manifests: Vec<String>,
     },
+    /// Change data capture from PostgreSQL (docs/CDC.md).
+    Cdc {
+        #[command(subcommand)]
+        command: cdc::CdcCommand,
+    },
     /// The warehouse the loader writes.
     Warehouse {
         #[command(subcommand)]
@@ -139,6 +147,7 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Cdc { command } => cdc::run(command).await,
         Command::Warehouse {
             command: WarehouseCommand::Ddl { pipeline, dialect },
         } => warehouse_ddl(&pipeline, &dialect),

@@ -23,6 +23,7 @@
 //! 6. The new state is written (conditional put), then the slot is advanced to the end of the
 //!    last transaction whose every change is acknowledged.
 
+pub mod peek;
 pub mod publish;
 mod run;
 mod settings;
