@@ -87,7 +87,11 @@ const SAMPLES: &[(&str, Kind, &[&str])] = &[
         },
         &["cdc-sink"],
     ),
-    ("schedule-wal-decoder.json", Kind::Schedule, &["wal-decoder"]),
+    (
+        "schedule-wal-decoder.json",
+        Kind::Schedule,
+        &["wal-decoder"],
+    ),
 ];
 
 /// The bucket every sample names (the invoke tests replace it with one of their own).

@@ -107,7 +107,11 @@ impl ObjectStore for FailingState {
     async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError> {
         self.inner.get_bytes(key).await
     }
-    async fn get_to_file(&self, key: &str, dest: &std::path::Path) -> Result<ObjectMeta, LakeError> {
+    async fn get_to_file(
+        &self,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> Result<ObjectMeta, LakeError> {
         self.inner.get_to_file(key, dest).await
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError> {
@@ -173,7 +177,10 @@ impl World {
         let decoder = sluice_wal_decoder::Deps {
             source,
             lake: lake.clone(),
-            sink: Arc::new(KinesisSink::new(clients.kinesis.clone(), stream.name.clone())),
+            sink: Arc::new(KinesisSink::new(
+                clients.kinesis.clone(),
+                stream.name.clone(),
+            )),
             run: settings.run,
             emit_metrics: false,
         };
@@ -330,16 +337,23 @@ impl World {
         .fetch_one(&mut c)
         .await
         .expect("count");
-        assert_eq!(self.differences().await, (0, 0), "{round}: source ≠ warehouse ({n} source rows)");
+        assert_eq!(
+            self.differences().await,
+            (0, 0),
+            "{round}: source ≠ warehouse ({n} source rows)"
+        );
     }
 
     async fn cleanup(&self) {
         self.stream.delete().await;
         self.src.drop().await;
         let mut c = PgConnection::connect(&self.src.url).await.expect("connect");
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.wh)))
-            .execute(&mut c)
-            .await;
+        let _ = sqlx::query(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.wh
+        )))
+        .execute(&mut c)
+        .await;
     }
 }
 
@@ -361,7 +375,10 @@ async fn dml_on_the_source_makes_the_warehouse_equal_the_source() {
     // consistent point, before the copy ends) and after it.
     let initial: Vec<String> = (1..=100).map(|i| row(i, "'short'")).collect();
     w.src
-        .exec(&format!("INSERT INTO accounts VALUES {}", initial.join(",")))
+        .exec(&format!(
+            "INSERT INTO accounts VALUES {}",
+            initial.join(",")
+        ))
         .await;
     let consistent = w.setup().await;
     w.src
@@ -382,7 +399,9 @@ async fn dml_on_the_source_makes_the_warehouse_equal_the_source() {
     // a marker the loader resolves from the final row), deletes, a key change, 10,000 rows in
     // one transaction.
     let big = "repeat(md5(random()::text), 40000)";
-    w.src.exec(&format!("INSERT INTO accounts VALUES {}", row(200, big))).await;
+    w.src
+        .exec(&format!("INSERT INTO accounts VALUES {}", row(200, big)))
+        .await;
     w.decode().await.expect("decode round 1a");
     w.through().await;
     w.src
@@ -413,10 +432,14 @@ async fn dml_on_the_source_makes_the_warehouse_equal_the_source() {
     assert!(err.contains("injected failure"), "{err}");
     w.lake.fail.store(false, Ordering::SeqCst);
     let sent_before_failure = w.sink().await;
-    assert_eq!(sent_before_failure, 101, "the events were put before the failure");
+    assert_eq!(
+        sent_before_failure, 101,
+        "the events were put before the failure"
+    );
     w.decode().await.expect("decode round 2, re-sending");
     w.through().await;
-    w.assert_equal("after a run that died before the slot advance").await;
+    w.assert_equal("after a run that died before the slot advance")
+        .await;
 
     // Round 3: TRUNCATE, then new rows.
     w.src

@@ -10,10 +10,8 @@ use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use serde_json::json;
 use sluice::aws::Clients;
 use sluice::cdc::event::{Source, SpillPointer, SpillRef};
+use sluice::cdc::wal::publish::{KinesisSink, PendingRecord, PublishError, Publisher};
 use sluice::lake::layout::spill_key;
-use sluice::cdc::wal::publish::{
-    KinesisSink, PendingRecord, PublishError, Publisher,
-};
 use sluice::lake::{ObjectStore, S3Store};
 use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
 

@@ -133,13 +133,24 @@ async fn changes_reach_the_stream_and_the_slot_advances() {
     let ops: Vec<(&str, Option<i64>)> = got
         .iter()
         .map(|e| {
-            let row = if e["op"] == "d" { &e["before"] } else { &e["after"] };
+            let row = if e["op"] == "d" {
+                &e["before"]
+            } else {
+                &e["after"]
+            };
             (e["op"].as_str().unwrap_or(""), row["id"].as_i64())
         })
         .collect();
     assert_eq!(
         ops,
-        [("c", Some(1)), ("c", Some(2)), ("u", Some(1)), ("d", Some(2)), ("d", Some(1)), ("c", Some(10))]
+        [
+            ("c", Some(1)),
+            ("c", Some(2)),
+            ("u", Some(1)),
+            ("d", Some(2)),
+            ("d", Some(1)),
+            ("c", Some(10))
+        ]
     );
     assert_eq!(got[2]["after"], json!({"id": 1, "name": "uno", "qty": 1}));
     assert_eq!(got[0]["source"]["schema"], json!(f.src.schema));
@@ -167,7 +178,9 @@ async fn a_transaction_over_the_budget_passes_over_several_runs_each_change_once
     f.src
         .exec("INSERT INTO items SELECT g, 'n' || g, g FROM generate_series(1, 10000) g")
         .await;
-    f.src.exec("INSERT INTO items VALUES (20000, 'after', 0)").await;
+    f.src
+        .exec("INSERT INTO items VALUES (20000, 'after', 0)")
+        .await;
     let mut runs = Vec::new();
     for _ in 0..10 {
         let r = f.run(Some(3000)).await;
@@ -180,15 +193,26 @@ async fn a_transaction_over_the_budget_passes_over_several_runs_each_change_once
     let stops: Vec<Stop> = runs.iter().map(|r| r.stop).collect();
     assert_eq!(
         stops,
-        [Stop::InsideTransaction, Stop::InsideTransaction, Stop::InsideTransaction, Stop::Drained]
+        [
+            Stop::InsideTransaction,
+            Stop::InsideTransaction,
+            Stop::InsideTransaction,
+            Stop::Drained
+        ]
     );
     let partials: Vec<Option<u64>> = runs
         .iter()
         .map(|r| r.partial.as_ref().map(|p| p.acked_changes))
         .collect();
     assert_eq!(partials, [Some(3000), Some(6000), Some(9000), None]);
-    assert_eq!(runs[3].changes, 1001, "the rest of the large one and the next");
-    assert_eq!(runs[1].skipped, 3000, "the second run skips what the first sent");
+    assert_eq!(
+        runs[3].changes, 1001,
+        "the rest of the large one and the next"
+    );
+    assert_eq!(
+        runs[1].skipped, 3000,
+        "the second run skips what the first sent"
+    );
     let got = f.stream.read_new().await;
     assert_eq!(got.len(), 10_001);
     let lsns: HashSet<u64> = got
@@ -215,7 +239,11 @@ impl ObjectStore for FailingState {
     async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError> {
         self.inner.get_bytes(key).await
     }
-    async fn get_to_file(&self, key: &str, dest: &std::path::Path) -> Result<ObjectMeta, LakeError> {
+    async fn get_to_file(
+        &self,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> Result<ObjectMeta, LakeError> {
         self.inner.get_to_file(key, dest).await
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError> {
@@ -290,7 +318,10 @@ async fn heartbeats_move_the_slot_of_an_idle_database() {
         after > report.heartbeat_lsn.unwrap_or(u64::MAX) && after > before,
         "the slot moved past the heartbeat: {before} → {after}"
     );
-    assert!(f.stream.read_new().await.is_empty(), "a heartbeat is not a change");
+    assert!(
+        f.stream.read_new().await.is_empty(),
+        "a heartbeat is not a change"
+    );
     // Within the interval no heartbeat is written.
     let next = f.run(None).await;
     assert!(next.heartbeat_lsn.is_none());
@@ -316,7 +347,10 @@ async fn a_recreated_or_dropped_slot_is_an_error() {
         .execute(&mut c)
         .await
         .expect("recreate the slot");
-    let err = f.run_with(f.lake.clone(), None).await.expect_err("recreated");
+    let err = f
+        .run_with(f.lake.clone(), None)
+        .await
+        .expect_err("recreated");
     assert!(matches!(err, WalError::SlotMoved { .. }), "{err}");
     assert!(!err.is_retryable());
     f.cleanup().await;

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use sluice::lake::S3Store;
 use sluice_tests::cdc::{SourceDb, Stream};
-use sluice_tests::{moto_bucket, moto_sdk_config, moto_secret, unique_name, LambdaFunction, Payload};
+use sluice_tests::{
+    moto_bucket, moto_sdk_config, moto_secret, unique_name, LambdaFunction, Payload,
+};
 
 fn emf_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -20,7 +22,11 @@ fn emf_lines(stdout: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_decoder_binary_sends_the_slot_changes_on_schedule() {
-    let src = SourceDb::create("waldec", "CREATE TABLE items (id int PRIMARY KEY, name text);").await;
+    let src = SourceDb::create(
+        "waldec",
+        "CREATE TABLE items (id int PRIMARY KEY, name text);",
+    )
+    .await;
     let sdk = moto_sdk_config().await;
     let bucket = unique_name("wal-decoder");
     let s3 = moto_bucket(&sdk, &bucket).await;
@@ -68,8 +74,10 @@ columns = [ {{ name = "id", type = "int" }} ]
         .env("SLUICE_CDC_STREAM", &stream.name)
         .start();
 
-    src.exec("INSERT INTO items VALUES (1, 'a'), (2, 'b'); UPDATE items SET name = 'c' WHERE id = 1;")
-        .await;
+    src.exec(
+        "INSERT INTO items VALUES (1, 'a'), (2, 'b'); UPDATE items SET name = 'c' WHERE id = 1;",
+    )
+    .await;
     let before = src.confirmed_lsn().await;
     let out = lambda.invoke_ok(&Payload::event("schedule-wal-decoder.json"));
     assert_eq!(out["changes"], json!(3), "{out}");
@@ -89,7 +97,10 @@ columns = [ {{ name = "id", type = "int" }} ]
     let undeclared = emf.iter().find(|v| v.get("UndeclaredColumns").is_some());
     assert_eq!(undeclared.map(|v| v["Table"].clone()), Some(json!("items")));
     let logs = lambda.logs();
-    assert!(!logs.contains("\"name\":\"c\""), "row values never reach the logs");
+    assert!(
+        !logs.contains("\"name\":\"c\""),
+        "row values never reach the logs"
+    );
 
     // A manual run capped at one change: the next change only, the rest of its transaction
     // left for the next run (one simple query is one transaction).
@@ -104,7 +115,11 @@ columns = [ {{ name = "id", type = "int" }} ]
     // A payload that asks for something impossible is BadInput, not a crash.
     let bad = lambda.invoke(&Payload::json(r#"{"max_changes": "many"}"#));
     assert!(!bad.status.success());
-    assert!(bad.error_text().contains("BadInput"), "{}", bad.error_text());
+    assert!(
+        bad.error_text().contains("BadInput"),
+        "{}",
+        bad.error_text()
+    );
 
     drop(lambda);
     stream.delete().await;

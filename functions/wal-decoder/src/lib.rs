@@ -66,8 +66,10 @@ pub fn run_until(deadline_ms: u64, now_ms: u64) -> Instant {
 pub async fn handle(deps: &Deps, deadline_ms: u64, payload: Value) -> Result<Value, HandlerError> {
     // A scheduled event is an object with other fields: ignore what is not ours.
     let manual: Manual = match &payload {
-        Value::Object(m) if m.contains_key("max_changes") => serde_json::from_value(payload.clone())
-            .map_err(|e| HandlerError::bad_input(format!("payload: {e}")))?,
+        Value::Object(m) if m.contains_key("max_changes") => {
+            serde_json::from_value(payload.clone())
+                .map_err(|e| HandlerError::bad_input(format!("payload: {e}")))?
+        }
         _ => Manual::default(),
     };
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;

@@ -32,9 +32,11 @@ pub mod state;
 
 use crate::lake::LakeError;
 
-pub use publish::{KinesisSink, PendingRecord, PublishCounters, PublishError, Publisher, RecordSink};
-pub use settings::{settings_from_pipeline, WalSettings};
+pub use publish::{
+    KinesisSink, PendingRecord, PublishCounters, PublishError, Publisher, RecordSink,
+};
 pub use run::{run, CdcTable, RunLimits, RunReport, Stop, WalRun};
+pub use settings::{settings_from_pipeline, WalSettings};
 pub use source::{connect, connect_options, SlotInfo, SourceLocation};
 pub use state::{Partial, WalState};
 

@@ -59,7 +59,6 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-
 /// One change event on its way to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRecord {

@@ -125,8 +125,15 @@ pub async fn run(
             .collect(),
     };
     loop {
-        let peek = peek_once(options, publisher, cfg, &decoder_options, &stored.state, &mut report)
-            .await?;
+        let peek = peek_once(
+            options,
+            publisher,
+            cfg,
+            &decoder_options,
+            &stored.state,
+            &mut report,
+        )
+        .await?;
         // Every event added is acknowledged before anything records progress.
         publisher.flush().await?;
         let progressed = peek.commit_end.is_some() || peek.partial != stored.state.partial;
@@ -242,11 +249,7 @@ async fn peek_once(
         .fetch_one(&mut conn)
         .await
         .map_err(|e| WalError::db("reading the peek connection's pid", e))?;
-    let sql = peek_copy_sql(
-        &cfg.slot,
-        &cfg.publications,
-        Some(cfg.max_changes_per_peek),
-    )?;
+    let sql = peek_copy_sql(&cfg.slot, &cfg.publications, Some(cfg.max_changes_per_peek))?;
     let mut peeked = Peeked {
         last_heartbeat_ms: state.last_heartbeat_ms,
         ..Peeked::default()
@@ -263,16 +266,15 @@ async fn peek_once(
             .await
             .map_err(|e| WalError::db(&format!("peeking slot {}", cfg.slot), e))?;
         'read: while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| WalError::db(&format!("peeking slot {}", cfg.slot), e))?;
+            let chunk =
+                chunk.map_err(|e| WalError::db(&format!("peeking slot {}", cfg.slot), e))?;
             frames.push(&chunk);
             while let Some(row) = frames.next_row()? {
                 out.clear();
                 decoder.decode(&row, &mut out)?;
                 for d in out.drain(..) {
                     match d {
-                        Decoded::Begin {
-                            xid, final_lsn, ..
-                        } => {
+                        Decoded::Begin { xid, final_lsn, .. } => {
                             let skip = match &state.partial {
                                 Some(p) if p.commit_lsn == final_lsn => p.acked_changes,
                                 _ => 0,
@@ -417,14 +419,13 @@ async fn release_peek(
     drop(conn);
     let mut control = source::connect(options).await?;
     for attempt in 0..50 {
-        let active: Option<i32> = sqlx::query_scalar(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-        )
-        .bind(slot)
-        .fetch_optional(&mut control)
-        .await
-        .map_err(|e| WalError::db("waiting for the peek to end", e))?
-        .flatten();
+        let active: Option<i32> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .fetch_optional(&mut control)
+                .await
+                .map_err(|e| WalError::db("waiting for the peek to end", e))?
+                .flatten();
         match active {
             Some(pid) if pid == backend => {
                 if attempt == 20 {

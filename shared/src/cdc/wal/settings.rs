@@ -57,7 +57,8 @@ pub fn settings_from_pipeline(p: &Pipeline) -> Result<WalSettings, WalError> {
     }
     if tables.is_empty() {
         return Err(WalError::Config {
-            reason: "the pipeline file has a [cdc] section but no table with format = \"cdc\"".into(),
+            reason: "the pipeline file has a [cdc] section but no table with format = \"cdc\""
+                .into(),
         });
     }
     Ok(WalSettings {

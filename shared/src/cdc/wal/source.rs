@@ -123,7 +123,12 @@ impl ClassifyName for serde_json::Error {
             // "missing field `host` at line 1 column 2": names a key, not a value.
             msg
         } else {
-            format!("{:?} error at line {} column {}", self.classify(), self.line(), self.column())
+            format!(
+                "{:?} error at line {} column {}",
+                self.classify(),
+                self.line(),
+                self.column()
+            )
         }
     }
 }
@@ -195,12 +200,18 @@ pub async fn slot_info(conn: &mut PgConnection, slot: &str) -> Result<SlotInfo, 
         slot: slot.to_string(),
     })?;
     let lsn = |i: usize| -> Result<u64, WalError> {
-        let v: Option<i64> = row.try_get(i).map_err(|e| WalError::db("reading the slot", e))?;
+        let v: Option<i64> = row
+            .try_get(i)
+            .map_err(|e| WalError::db("reading the slot", e))?;
         Ok(v.unwrap_or(0) as u64)
     };
     Ok(SlotInfo {
-        plugin: row.try_get(0).map_err(|e| WalError::db("reading the slot", e))?,
-        database: row.try_get(1).map_err(|e| WalError::db("reading the slot", e))?,
+        plugin: row
+            .try_get(0)
+            .map_err(|e| WalError::db("reading the slot", e))?,
+        database: row
+            .try_get(1)
+            .map_err(|e| WalError::db("reading the slot", e))?,
         confirmed_flush_lsn: lsn(2)?,
         current_lsn: lsn(3)?,
     })
@@ -232,13 +243,12 @@ pub async fn advance(conn: &mut PgConnection, slot: &str, lsn: u64) -> Result<u6
 /// decodes it as a transaction of its own, so advancing past it moves the slot even when no
 /// published table changed. Returns the message's LSN.
 pub async fn emit_heartbeat(conn: &mut PgConnection, body: &str) -> Result<u64, WalError> {
-    let row = sqlx::query(
-        "SELECT (pg_logical_emit_message(true, 'sluice', $1) - '0/0'::pg_lsn)::int8",
-    )
-    .bind(body)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| WalError::db("emitting the heartbeat", e))?;
+    let row =
+        sqlx::query("SELECT (pg_logical_emit_message(true, 'sluice', $1) - '0/0'::pg_lsn)::int8")
+            .bind(body)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| WalError::db("emitting the heartbeat", e))?;
     let lsn: i64 = row
         .try_get(0)
         .map_err(|e| WalError::db("emitting the heartbeat", e))?;
@@ -267,7 +277,9 @@ mod tests {
     #[test]
     fn secret_errors_never_show_values() {
         let bad = r#"{"host": "h", "username": "u", "password": "hunter2" "dbname": "d"}"#;
-        let e = serde_json::from_str::<RdsSecret>(bad).err().map(|e| e.classify_name());
+        let e = serde_json::from_str::<RdsSecret>(bad)
+            .err()
+            .map(|e| e.classify_name());
         let msg = e.unwrap_or_default();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("line 1"), "{msg}");

@@ -72,7 +72,10 @@ pub async fn load(lake: &dyn ObjectStore, slot: &str) -> Result<Option<Stored>, 
         Err(LakeError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(WalError::lake(&key, e)),
     };
-    let body = lake.get_bytes(&key).await.map_err(|e| WalError::lake(&key, e))?;
+    let body = lake
+        .get_bytes(&key)
+        .await
+        .map_err(|e| WalError::lake(&key, e))?;
     let state: WalState = serde_json::from_slice(&body).map_err(|e| WalError::State {
         key: key.clone(),
         reason: e.to_string(),
