@@ -248,11 +248,18 @@ class Table:
     has_warehouse: bool = False
 
 
+# Change tables (docs/CDC.md): the job does not read change events (`InputFormat::glue_supported`
+# is false for them), and the transform Lambda never routes their objects here.
+CDC_FORMAT = "cdc"
+
+
 @dataclass
 class Pipeline:
     tables: list[Table]
     hash_key_secret: Optional[str] = None
     hash_key_file: Optional[str] = None  # as written in the file (relative to it)
+    # The format = "cdc" tables, name -> raw_prefix: left out of `tables`, known only to refuse them.
+    cdc_tables: dict[str, str] = field(default_factory=dict)
 
     def table_for_key(self, key: str) -> Optional[Table]:
         best = None
@@ -260,6 +267,18 @@ class Pipeline:
             if key.startswith(t.raw_prefix) and (best is None or len(t.raw_prefix) > len(best.raw_prefix)):
                 best = t
         return best
+
+    def refuse_cdc(self, key: str, table: Optional[str] = None) -> None:
+        """Raises ConfigError when `table` (the run's --table) is a cdc table, or when a cdc
+        table owns `key` (its prefix is the longest match, as `table_for_key` resolves)."""
+        why = "the Glue job does not read change events; the transform Lambda transforms a cdc table's objects whatever their size"
+        if table is not None and table in self.cdc_tables:
+            raise ConfigError(f'table {table} has format = "{CDC_FORMAT}": {why}')
+        owner = self.table_for_key(key)
+        longest = len(owner.raw_prefix) if owner else -1
+        for name, prefix in self.cdc_tables.items():
+            if key.startswith(prefix) and len(prefix) > longest:
+                raise ConfigError(f'{key} belongs to table {name}, which has format = "{CDC_FORMAT}": {why}')
 
     def table(self, name: str) -> Optional[Table]:
         return next((t for t in self.tables if t.name == name), None)
@@ -286,7 +305,12 @@ def parse_pipeline(text: str) -> Pipeline:
         raise ConfigError(f"pipeline file: {e}") from e
     hk = doc.get("hash_key") or {}
     tables = []
+    cdc_tables = {}
     for t in doc.get("tables", []):
+        if t.get("format") == CDC_FORMAT:
+            # Not read here; such a table may lack what this job needs (partition_by defaults).
+            cdc_tables[t["name"]] = t["raw_prefix"]
+            continue
         csv = t.get("csv", {})
         out = Output(**{k: v for k, v in t.get("output", {}).items()})
         cols = []
@@ -332,9 +356,11 @@ def parse_pipeline(text: str) -> Pipeline:
                 has_warehouse=t.get("warehouse") is not None,
             )
         )
-    if not tables:
+    if not tables and not cdc_tables:
         raise ConfigError("pipeline file: at least one table is required")
-    return Pipeline(tables=tables, hash_key_secret=hk.get("secret"), hash_key_file=hk.get("file"))
+    return Pipeline(
+        tables=tables, hash_key_secret=hk.get("secret"), hash_key_file=hk.get("file"), cdc_tables=cdc_tables
+    )
 
 
 def read_key_file(path: str) -> bytes:

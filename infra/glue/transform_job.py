@@ -288,6 +288,7 @@ def _decode_partition(lake_factory, source_key, table, skip_header, plan, header
 def transform(spark, lake, lake_factory, pipeline: rows.Pipeline, source_key: str,
               hash_key: Optional[bytes], catalog=None) -> Outcome:
     """Transforms one object of the lake, in the order of effects at the top of this file."""
+    pipeline.refuse_cdc(source_key)
     table = pipeline.table_for_key(source_key)
     if table is None:
         raise rows.ConfigError(
@@ -749,6 +750,7 @@ def main(argv=None) -> int:
         s3 = boto3.client("s3")
         text, _ = _read_pipeline_text(args.pipeline, s3)
         pipeline = rows.parse_pipeline(text)
+        pipeline.refuse_cdc(args.source_key, args.table)
         owner = pipeline.table_for_key(args.source_key)
         if args.table and owner is not None and owner.name != args.table:
             raise rows.ConfigError(f"{args.source_key} belongs to table {owner.name}, not {args.table}")

@@ -9,7 +9,6 @@
 
 pub mod event;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
@@ -22,9 +21,6 @@ pub use sluice::lambda::HandlerError;
 
 /// The function name in metrics.
 pub const FUNCTION: &str = "cdc-sink";
-
-/// The source schema the stand-in routing assumes (see [`routes_from_pipeline`]).
-pub const DEFAULT_SOURCE_SCHEMA: &str = "public";
 
 /// Everything built once at init and borrowed by every invocation.
 #[derive(Debug)]
@@ -71,31 +67,24 @@ pub fn response(report: &SinkReport) -> KinesisEventResponse {
     response
 }
 
-/// Source relation → pipeline table, from the pipeline file.
-///
-/// TODO(cdc config): switch to each table's `cdc = { schema, table }` field (the pipeline's
-/// CDC section, being written) once `TableConfig` has it. Until then a table is a change table
-/// when its `raw_prefix` is under `raw/cdc/`, and its source is `public.<table name>`.
+/// Source relation → pipeline table: each cdc table's `cdc = { schema, table }` (the
+/// pipeline file allows one table per relation).
 pub fn routes_from_pipeline(pipeline: &Pipeline) -> Routes {
     pipeline
-        .tables
-        .iter()
-        .filter(|t| t.raw_prefix.starts_with(layout::RAW_CDC))
-        .map(|t| {
-            (
-                (DEFAULT_SOURCE_SCHEMA.to_string(), t.name.clone()),
-                t.name.clone(),
-            )
+        .cdc_tables()
+        .filter_map(|t| {
+            let rel = t.cdc.as_ref()?;
+            Some(((rel.schema.clone(), rel.table.clone()), t.name.clone()))
         })
-        .collect::<HashMap<_, _>>()
+        .collect()
 }
 
 /// Why the routes cannot work.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoutesError {
-    #[error("the pipeline has no change table (none with raw_prefix under {prefix}): cdc-sink would quarantine every record")]
-    NoTables { prefix: &'static str },
+    #[error("the pipeline has no cdc table (format = \"cdc\" with cdc = {{ schema, table }}): cdc-sink would quarantine every record")]
+    NoTables,
     #[error("table {table}: its change objects go under {expected}, but the transform would give them to {found} (raw_prefix must be {expected})")]
     WrongPrefix {
         table: String,
@@ -108,9 +97,7 @@ pub enum RoutesError {
 /// object the sink writes for a table back to that table.
 pub fn check_routes(pipeline: &Pipeline, routes: &Routes) -> Result<(), RoutesError> {
     if routes.is_empty() {
-        return Err(RoutesError::NoTables {
-            prefix: layout::RAW_CDC,
-        });
+        return Err(RoutesError::NoTables);
     }
     for table in routes.values() {
         let key = layout::cdc_object_key(table, "shardId-000000000000", "0", "0");

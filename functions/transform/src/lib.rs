@@ -2,9 +2,11 @@
 //!
 //! The handler only turns the event into calls on the shared library: decode each record's
 //! key, skip what is not ours, transform the rest, emit one EMF metrics line per object.
-//! An object larger than the pipeline's `[glue]` threshold (the event's `s3.object.size`) is
-//! not transformed here: a run of the Glue job is started for it (`sluice::glue_job`), once per
-//! object version (a claim under `state/glue/` makes a re-delivered event report that run).
+//! An object larger than the pipeline's `[glue]` threshold (the event's `s3.object.size`), of a
+//! table whose format the Glue job reads (csv, jsonl), is not transformed here: a run of the
+//! Glue job is started for it (`sluice::glue_job`), once per object version (a claim under
+//! `state/glue/` makes a re-delivered event report that run). A cdc table's objects are always
+//! transformed here.
 //! Every record is attempted; if any failed, the invocation fails naming each failed key
 //! (S3 then retries the event, and deterministic output keys make that harmless).
 
@@ -152,13 +154,43 @@ async fn handle_record(deps: &Deps, i: usize, r: &Value) -> Outcome {
     }
     // S3 always sends the size; an event without one (hand-written) is transformed here.
     let size = r.pointer("/s3/object/size").and_then(Value::as_u64);
-    match (&deps.glue, size) {
-        (Some(route), Some(size)) if route.routes(size) => {
-            let etag = r.pointer("/s3/object/eTag").and_then(Value::as_str);
-            start_glue_run(deps, route, i, bucket, key, size, etag).await
-        }
-        _ => transform(deps, i, bucket, key).await,
+    if let Some((route, table, size_bytes)) = glue_route(deps, &key, size) {
+        let etag = r.pointer("/s3/object/eTag").and_then(Value::as_str);
+        let object = LargeObject {
+            bucket,
+            key: &key,
+            table,
+            size_bytes,
+        };
+        return start_glue_run(deps, route, i, &object, etag).await;
     }
+    transform(deps, i, bucket, key).await
+}
+
+/// The Glue route an object takes, with its table and size: when it is above the threshold
+/// and its table's format is one the job reads. A cdc table's objects stay here whatever their
+/// size (the job does not read change events); a key no table owns is transformed here, which
+/// fails naming the prefixes.
+fn glue_route<'a>(
+    deps: &'a Deps,
+    key: &str,
+    size: Option<u64>,
+) -> Option<(&'a GlueRoute, &'a str, u64)> {
+    let (route, size) = (deps.glue.as_ref()?, size?);
+    let table = deps.transformer.table_for_key(key).ok()?;
+    if route.routes(table, size) {
+        return Some((route, table.name.as_str(), size));
+    }
+    if route.config().routes(size) {
+        tracing::info!(
+            table = %table.name,
+            key,
+            size_bytes = size,
+            format = ?table.format,
+            "object above the Glue threshold, of a format the Glue job does not read: transformed here"
+        );
+    }
+    None
 }
 
 /// Transforms the object in this invocation.
@@ -195,39 +227,30 @@ async fn transform(deps: &Deps, i: usize, bucket: &str, key: String) -> Outcome 
     }
 }
 
-/// Starts a Glue job run for an object above the threshold. The table is resolved as the
-/// transform resolves it, so a key no table owns fails here as it would there.
+/// Starts a Glue job run for an object above the threshold (its table resolved by
+/// [`glue_route`] as the transform resolves it).
 async fn start_glue_run(
     deps: &Deps,
     route: &GlueRoute,
     i: usize,
-    bucket: &str,
-    key: String,
-    size_bytes: u64,
+    object: &LargeObject<'_>,
     etag: Option<&str>,
 ) -> Outcome {
+    let LargeObject {
+        bucket,
+        key,
+        table,
+        size_bytes,
+    } = *object;
     // The lake pin (SLUICE_LAKE) holds here too: the job would write into the event's bucket.
     let store = match deps.lakes.for_bucket(bucket) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(ErrorKind::BadInput, format!("record {i}: {e}")),
     };
-    let table = match deps.transformer.table_for_key(&key) {
-        Ok(t) => t.name.clone(),
-        Err(e) => {
-            tracing::error!(bucket, key, error = %e, "no table owns the large object");
-            return Outcome::Failed(e.kind(), format!("s3://{bucket}/{key}: {e}"));
-        }
-    };
-    let object = LargeObject {
-        bucket,
-        key: &key,
-        table: &table,
-        size_bytes,
-    };
     // S3 always sends the ETag; a hand-written event without one gets it from the object.
     let etag = match etag {
         Some(e) if !e.is_empty() => e.to_string(),
-        _ => match store.head(&key).await {
+        _ => match store.head(key).await {
             Ok(meta) => meta.etag.unwrap_or_default(),
             Err(e) => {
                 let kind = if e.is_retryable() {
@@ -239,7 +262,7 @@ async fn start_glue_run(
             }
         },
     };
-    match route.start_once(store.as_ref(), &object, &etag).await {
+    match route.start_once(store.as_ref(), object, &etag).await {
         Ok(run) if run.already_started => {
             tracing::info!(
                 table,
@@ -250,8 +273,8 @@ async fn start_glue_run(
             );
             Outcome::GlueJobRun(GlueJobRun {
                 bucket: bucket.to_string(),
-                key: key.clone(),
-                table,
+                key: key.to_string(),
+                table: table.to_string(),
                 size_bytes,
                 job_name: run.job_name,
                 run_id: run.run_id,
@@ -270,12 +293,12 @@ async fn start_glue_run(
                 "object above the Glue threshold: job run started"
             );
             if deps.emit_metrics {
-                println!("{}", run.emf_line(&object));
+                println!("{}", run.emf_line(object));
             }
             Outcome::GlueJobRun(GlueJobRun {
                 bucket: bucket.to_string(),
-                key: key.clone(),
-                table,
+                key: key.to_string(),
+                table: table.to_string(),
                 size_bytes,
                 job_name: run.job_name,
                 run_id: run.run_id,
@@ -340,6 +363,132 @@ mod tests {
         for f in &m.files {
             assert_eq!(store.head(&f.key).await?.etag, f.etag);
         }
+        Ok(())
+    }
+
+    /// Records the source key of every start (the trait is `async_trait`, written out here
+    /// because this crate does not depend on the macro).
+    #[derive(Debug, Default)]
+    struct RecordingStarter(std::sync::Mutex<Vec<String>>);
+
+    impl sluice::glue_job::JobStarter for RecordingStarter {
+        fn start_job_run<'s, 'j, 'a, 'f>(
+            &'s self,
+            _job_name: &'j str,
+            arguments: &'a std::collections::BTreeMap<String, String>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<String, sluice::aws::SdkFailure>>
+                    + Send
+                    + 'f,
+            >,
+        >
+        where
+            's: 'f,
+            'j: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let key = arguments
+                .get(sluice::glue_job::ARG_SOURCE_KEY)
+                .cloned()
+                .unwrap_or_default();
+            Box::pin(async move {
+                let mut starts = self.0.lock().map_err(|_| sluice::aws::SdkFailure {
+                    status: None,
+                    code: None,
+                    message: "poisoned".into(),
+                    retryable: false,
+                })?;
+                starts.push(key);
+                Ok(format!("jr_{}", starts.len()))
+            })
+        }
+    }
+
+    const CDC_AND_JSONL: &str = r#"
+[glue]
+job_name = "sluice-transform"
+threshold_bytes = 10
+
+[cdc]
+source_url_env = "SLUICE_CDC_SOURCE_URL"
+slot = "s"
+publication = "p"
+stream = "changes"
+
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "cdc"
+cdc = { schema = "public", table = "orders" }
+dedup = { key = ["id"] }
+catalog = { database = "lake" }
+columns = [{ name = "id", type = "int" }]
+
+[[tables]]
+name = "events"
+raw_prefix = "raw/events/"
+format = "jsonl"
+partition_by = "t"
+catalog = { database = "lake" }
+columns = [{ name = "t", type = "timestamp" }]
+"#;
+
+    /// The put fixture's record for `key`, `size` bytes.
+    fn put_record(key: &str, size: u64) -> Result<Value, Box<dyn std::error::Error>> {
+        let mut event: Value = serde_json::from_str(PUT_EVENT)?;
+        let mut record = event["Records"][0].take();
+        record["s3"]["object"]["key"] = Value::from(key);
+        record["s3"]["object"]["size"] = Value::from(size);
+        Ok(record)
+    }
+
+    #[tokio::test]
+    async fn a_cdc_object_above_the_glue_threshold_is_transformed_here(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let pipeline = Pipeline::parse(CDC_AND_JSONL, "cdc-and-jsonl.toml")?;
+        let glue = pipeline.glue.clone().ok_or("no [glue]")?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("lake"))?);
+        let cdc_key = "raw/cdc/orders/shardId-000000000000/1-2.jsonl";
+        let change = r#"{"op":"c","before":null,"after":{"id":1},"source":{"db":"shop","schema":"public","table":"orders","lsn":5,"txid":1,"commit_ts":"2026-11-26T09:00:00.000000Z"}}"#;
+        store
+            .put(
+                cdc_key,
+                format!("{change}\n").into_bytes().into(),
+                PutMode::Overwrite,
+            )
+            .await?;
+        let jsonl_key = "raw/events/big.jsonl";
+        let starter = Arc::new(RecordingStarter::default());
+        let deps = Deps {
+            transformer: Transformer::new(pipeline, None)?,
+            lakes: Lakes::Fixed(store.clone()),
+            catalog: Arc::new(LocalCatalog::new(dir.path().join("catalog.json"))),
+            glue: Some(GlueRoute::new(glue, "s3://conf/p.toml", starter.clone())?),
+            emit_metrics: false,
+        };
+        // Both far above the 10-byte threshold.
+        let event = serde_json::json!({"Records": [
+            put_record(cdc_key, 1 << 30)?,
+            put_record(jsonl_key, 1 << 30)?,
+        ]});
+        let r = handle(&deps, event).await?;
+        let processed: Vec<(&str, &str, u64)> = r
+            .processed
+            .iter()
+            .map(|p| (p.key.as_str(), p.table.as_str(), p.rows_written))
+            .collect();
+        assert_eq!(processed, [(cdc_key, "orders", 1)], "{r:?}");
+        let runs: Vec<(&str, &str)> = r
+            .glue_job_runs
+            .iter()
+            .map(|g| (g.key.as_str(), g.table.as_str()))
+            .collect();
+        assert_eq!(runs, [(jsonl_key, "events")]);
+        let starts = starter.0.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(starts, [jsonl_key]);
         Ok(())
     }
 }

@@ -68,7 +68,8 @@ export interface CdcContext {
   readonly alarmAction: cloudwatch.IAlarmAction;
 }
 
-const allow = (sid: string, actions: string[], resources: string[]) => new iam.PolicyStatement({ sid, actions, resources });
+const allow = (sid: string, actions: string[], resources: string[], conditions?: Record<string, unknown>) =>
+  new iam.PolicyStatement({ sid, actions, resources, conditions });
 
 /** Adds the change stream, wal-decoder, cdc-sink and their alarms to `scope`. */
 export function addCdc(scope: Construct, props: SluiceCdcProps, ctx: CdcContext): SluiceCdcResources {
@@ -200,6 +201,10 @@ function cdcSink(scope: Construct, ctx: CdcContext, stream: kinesis.Stream): { f
     // Written, never read back or deleted: a redelivered batch overwrites its keys.
     allow('WriteRawChanges', ['s3:PutObject'], [ctx.objects('raw/cdc/'), ctx.objects('quarantine/_cdc-sink/')]),
     allow('ReadSpill', ['s3:GetObject'], [ctx.objects('spill/cdc/')]),
+    // S3 answers a GET of a missing key with 404 only to a caller that may list it (403
+    // otherwise): a missing spill object is quarantined, an access error retried. S3 checks
+    // the listing with s3:prefix = the key, so spill/cdc/ is enough.
+    allow('ListSpill', ['s3:ListBucket'], [ctx.bucketArn], { StringLike: { 's3:prefix': 'spill/cdc/*' } }),
   ];
   const logGroupOf = logGroup(scope, 'CdcSinkLogGroup', name, ctx);
   const fn = new RustFunction(scope, 'CdcSinkFunction', {

@@ -56,3 +56,34 @@ def test_a_failed_upload_leaves_no_spool_file(tmp_path, monkeypatch):
     else:
         raise AssertionError("the upload error must propagate")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_job_refuses_an_object_of_a_cdc_table_before_reading_it():
+    from sluice_rows import ConfigError, parse_pipeline
+    from test_rows import CDC_PIPELINE
+
+    pipeline = parse_pipeline(CDC_PIPELINE)
+    # No Spark, lake or catalog is touched: the refusal comes first.
+    try:
+        job.transform(None, None, None, pipeline, "raw/cdc/orders/s/1-2.jsonl", None)
+    except ConfigError as e:
+        assert 'has format = "cdc"' in str(e)
+    else:
+        raise AssertionError("a cdc object was accepted")
+
+
+def test_a_run_for_a_cdc_table_is_refused_by_its_table_argument(monkeypatch):
+    from sluice_rows import ConfigError
+    from test_rows import CDC_PIPELINE
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(job, "_read_pipeline_text", lambda uri, s3=None: (CDC_PIPELINE, None))
+    monkeypatch.setattr(job, "spark_session", lambda local: (_ for _ in ()).throw(AssertionError("no Spark")))
+    argv = ["--source_bucket", "lake", "--source_key", "raw/cdc/dumps/a.jsonl", "--table", "orders",
+            "--pipeline", "s3://conf/pipeline.toml"]
+    try:
+        job.main(argv)
+    except ConfigError as e:
+        assert str(e).startswith('table orders has format = "cdc"'), e
+    else:
+        raise AssertionError("a run for a cdc table was accepted")

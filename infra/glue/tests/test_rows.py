@@ -396,3 +396,52 @@ def test_untranslatable_specifier_fails_the_plan(fmt, spec):
     t.timestamp_formats = [fmt]
     with pytest.raises(r.ConfigError):
         r.compile_plan(t)
+
+
+CDC_PIPELINE = """
+[cdc]
+source_url_env = "SLUICE_CDC_SOURCE_URL"
+slot = "s"
+publication = "p"
+stream = "changes"
+
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "cdc"
+cdc = { schema = "public", table = "orders" }
+dedup = { key = ["id"] }
+catalog = { database = "db" }
+columns = [{ name = "id", type = "int" }]
+
+[[tables]]
+name = "cdc_dumps"
+raw_prefix = "raw/cdc/"
+format = "jsonl"
+partition_by = "t"
+catalog = { database = "db" }
+columns = [{ name = "t", type = "timestamp" }]
+"""
+
+
+def test_cdc_tables_are_left_out_and_refused():
+    # The cdc table has no partition_by (it defaults to _commit_ts on the Rust side): parsing
+    # must not need it, since the job never reads change events.
+    p = r.parse_pipeline(CDC_PIPELINE)
+    assert [t.name for t in p.tables] == ["cdc_dumps"]
+    assert p.cdc_tables == {"orders": "raw/cdc/orders/"}
+    with pytest.raises(r.ConfigError, match='table orders has format = "cdc": the Glue job does not read change events'):
+        p.refuse_cdc("raw/cdc/dumps/a.jsonl", "orders")
+    with pytest.raises(r.ConfigError, match="raw/cdc/orders/s/1-2.jsonl belongs to table orders"):
+        p.refuse_cdc("raw/cdc/orders/s/1-2.jsonl")
+    # The shorter prefix of a jsonl table does not own the cdc table's keys; its own keys pass.
+    p.refuse_cdc("raw/cdc/dumps/a.jsonl", "cdc_dumps")
+    assert p.table_for_key("raw/cdc/dumps/a.jsonl").name == "cdc_dumps"
+
+
+def test_a_pipeline_of_cdc_tables_only_parses_and_an_empty_one_does_not():
+    only_cdc = CDC_PIPELINE.split("[[tables]]\nname = \"cdc_dumps\"")[0]
+    p = r.parse_pipeline(only_cdc)
+    assert p.tables == [] and list(p.cdc_tables) == ["orders"]
+    with pytest.raises(r.ConfigError, match="at least one table"):
+        r.parse_pipeline("[hash_key]\nfile = \"k\"\n")

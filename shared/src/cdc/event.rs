@@ -244,6 +244,7 @@ impl StreamRecord {
     /// Reads a record: a spill pointer when it has a `spill` field, else a change event; an
     /// unknown field, a wrong type or an inconsistent event is an error naming the field.
     pub fn from_slice(bytes: &[u8]) -> Result<StreamRecord, CdcDecodeError> {
+        check_object(bytes)?;
         let probe: Probe = serde_json::from_slice(bytes).map_err(json_error)?;
         let record = if probe.spill.is_some() {
             let p: SpillPointer = typed(bytes)?;
@@ -262,6 +263,20 @@ impl StreamRecord {
             StreamRecord::Event(e) => &e.source,
             StreamRecord::Spill(p) => &p.source,
         }
+    }
+}
+
+/// serde reads a JSON array into a struct too; a record must be one object.
+fn check_object(bytes: &[u8]) -> Result<(), CdcDecodeError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        None => Err(record_error("the record is empty".into())),
+        Some(_) => Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => record_error("JSON, but not an object".into()),
+                Err(e) => json_error(e),
+            },
+        ),
     }
 }
 

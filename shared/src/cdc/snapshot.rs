@@ -16,16 +16,18 @@
 //!
 //! Values are read as their types' text output (`format('%s', v)`) in a session with the
 //! settings the decoder uses, so a copied value has the same text as the slot's, and are typed
-//! by the same rules (CDC.md).
+//! by the decoder's own conversion (`cdc::value::text_to_json`); each row is written as a
+//! `cdc::event::ChangeEvent`, so a snapshot event and a streamed one have one shape.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use thiserror::Error;
 
+use super::event::Source;
+use super::value::ValueError;
 use crate::lake::{layout, LakeError, ObjectStore, PutMode};
 
 /// What to copy.
@@ -118,13 +120,17 @@ pub enum SnapshotError {
         message: String,
     },
     /// A value the typing rules refuse (the value itself is left out: it may be personal).
-    #[error("snapshot of {table}: column {column} (type oid {type_oid}): {reason}")]
+    #[error("snapshot of {table}: column {column} (type oid {type_oid}): {source}")]
     Value {
         table: String,
         column: String,
         type_oid: u32,
-        reason: String,
+        #[source]
+        source: ValueError,
     },
+    /// An event could not be serialised (a JSON writer into memory does not fail in practice).
+    #[error("snapshot of {table}: writing an event failed: {reason}")]
+    Encode { table: String, reason: String },
     #[error("snapshot of {table}: {source}")]
     Lake {
         table: String,
@@ -152,19 +158,6 @@ struct Progress {
     done: bool,
     /// When the copy started (ISO UTC): `source.commit_ts` of every copied row.
     started_at: String,
-}
-
-/// `raw/cdc/<table>/snapshot/<lsn>/<page>.jsonl`.
-pub fn page_key(lake_table: &str, consistent_lsn: u64, page: u64) -> String {
-    format!(
-        "{}snapshot/{consistent_lsn}/{page:08}.jsonl",
-        layout::raw_cdc_prefix(lake_table)
-    )
-}
-
-/// `state/cdc/snapshot/<table>.json`.
-pub fn progress_key(lake_table: &str) -> String {
-    layout::state_key(&format!("cdc/snapshot/{lake_table}.json"))
 }
 
 /// Copies every table of `spec`, page by page, resuming each where an earlier run for the same
@@ -274,7 +267,15 @@ async fn copy_table(
         },
     };
     let pager = pager(conn, t).await?;
-    let source = source_json(spec, t, &progress.started_at);
+    let source = Source {
+        db: spec.db_name.clone(),
+        schema: t.schema.clone(),
+        table: t.table.clone(),
+        lsn: spec.consistent_lsn,
+        // A copied row belongs to no transaction.
+        txid: 0,
+        commit_ts: progress.started_at.clone(),
+    };
     while !progress.done {
         report.next_page = progress.next_page;
         if clock.out_of_time() {
@@ -283,7 +284,7 @@ async fn copy_table(
         let started = Instant::now();
         let page = read_page(conn, &pager, lake_table, &source, &progress, spec.page_rows).await?;
         if page.rows > 0 {
-            let key = page_key(lake_table, spec.consistent_lsn, progress.next_page);
+            let key = layout::cdc_snapshot_key(lake_table, spec.consistent_lsn, progress.next_page);
             lake.put(&key, Bytes::from(page.body), PutMode::Overwrite)
                 .await
                 .map_err(|source| SnapshotError::Lake {
@@ -311,7 +312,7 @@ async fn read_progress(
     lake_table: &str,
     consistent_lsn: u64,
 ) -> Result<Option<Progress>, SnapshotError> {
-    let key = progress_key(lake_table);
+    let key = layout::cdc_snapshot_progress_key(lake_table);
     let bytes = match lake.get_bytes(&key).await {
         Ok(b) => b,
         Err(LakeError::NotFound { .. }) => return Ok(None),
@@ -338,7 +339,7 @@ async fn write_progress(
     lake_table: &str,
     p: &Progress,
 ) -> Result<(), SnapshotError> {
-    let key = progress_key(lake_table);
+    let key = layout::cdc_snapshot_progress_key(lake_table);
     let body = serde_json::to_vec(p).map_err(|e| SnapshotError::Progress {
         key: key.clone(),
         reason: e.to_string(),
@@ -362,19 +363,6 @@ async fn now_utc(conn: &mut PgConnection, lake_table: &str) -> Result<String, Sn
     .map_err(|e| query_error(lake_table, "read the clock", &e))
 }
 
-/// `source` of every event of the table, serialised once.
-fn source_json(spec: &SnapshotSpec, t: &SnapshotTable, started_at: &str) -> String {
-    serde_json::json!({
-        "db": spec.db_name,
-        "schema": t.schema,
-        "table": t.table,
-        "lsn": spec.consistent_lsn,
-        "txid": 0,
-        "commit_ts": started_at,
-    })
-    .to_string()
-}
-
 fn query_error(table: &str, step: &'static str, e: &sqlx::Error) -> SnapshotError {
     SnapshotError::Query {
         table: table.to_string(),
@@ -383,27 +371,6 @@ fn query_error(table: &str, step: &'static str, e: &sqlx::Error) -> SnapshotErro
     }
 }
 
-/// The event value of one column's text. The single place that types values: it becomes
-/// `super::value`'s conversion (shared with the decoder) once that lands.
-fn column_value(type_oid: u32, text: &str) -> Result<Value, String> {
-    text_value::text_to_json(type_oid, text)
-}
-
 mod pager;
-mod text_value;
 
 use pager::{pager, read_page};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_laid_out_under_raw_cdc_and_state() {
-        assert_eq!(
-            page_key("orders", 22_817_392, 3),
-            "raw/cdc/orders/snapshot/22817392/00000003.jsonl"
-        );
-        assert_eq!(progress_key("orders"), "state/cdc/snapshot/orders.json");
-    }
-}

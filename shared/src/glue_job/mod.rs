@@ -12,6 +12,9 @@
 //! Starts are claimed first (`claim.rs`): a re-delivered event reports the run an earlier
 //! delivery started instead of starting a second one.
 //!
+//! Only the formats the job reads go there (`InputFormat::glue_supported`: csv and jsonl); a
+//! cdc table's objects stay in the Lambda whatever their size.
+//!
 //! The job reads the pipeline file itself, so it must read the very file the function read:
 //! the route takes the function's `SLUICE_PIPELINE` and refuses to start unless it is on S3
 //! (a bundled copy and an S3 copy would drift apart).
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::aws::SdkFailure;
-use crate::config::GlueConfig;
+use crate::config::{GlueConfig, TableConfig};
 use crate::lambda::{ErrorKind, StartupError, PIPELINE_ENV};
 use crate::metrics::Emf;
 
@@ -242,9 +245,11 @@ impl GlueRoute {
         &self.config
     }
 
-    /// Whether an object of `size_bytes` goes to the Glue job.
-    pub fn routes(&self, size_bytes: u64) -> bool {
-        self.config.routes(size_bytes)
+    /// Whether an object of `size_bytes` of `table` goes to the Glue job: above the threshold,
+    /// and of a format the job reads. A cdc table's objects never do (the job does not read
+    /// change events): the Lambda transforms them whatever their size.
+    pub fn routes(&self, table: &TableConfig, size_bytes: u64) -> bool {
+        table.format.glue_supported() && self.config.routes(size_bytes)
     }
 
     /// The arguments of the run for `object`.

@@ -179,6 +179,62 @@ fn backoff_doubles_to_its_cap_with_bounded_jitter() {
     assert!(b.delay(u32::MAX) <= b.max, "no overflow");
 }
 
+/// A pipeline with a csv, a jsonl and a cdc table (the cdc table's objects never go to Glue).
+const FORMATS: &str = r#"
+[cdc]
+source_url_env = "SLUICE_CDC_SOURCE_URL"
+slot = "s"
+publication = "p"
+stream = "changes"
+
+[[tables]]
+name = "funnel"
+raw_prefix = "raw/funnel/"
+format = "csv"
+partition_by = "t"
+catalog = { database = "lake" }
+columns = [{ name = "t", type = "timestamp" }]
+
+[[tables]]
+name = "events"
+raw_prefix = "raw/events/"
+format = "jsonl"
+partition_by = "t"
+catalog = { database = "lake" }
+columns = [{ name = "t", type = "timestamp" }]
+
+[[tables]]
+name = "orders"
+raw_prefix = "raw/cdc/orders/"
+format = "cdc"
+cdc = { schema = "public", table = "orders" }
+dedup = { key = ["id"] }
+catalog = { database = "lake" }
+columns = [{ name = "id", type = "int" }]
+"#;
+
+#[test]
+fn only_formats_the_job_reads_go_to_glue() {
+    let pipeline = crate::config::Pipeline::parse(FORMATS, "formats.toml").expect("valid");
+    let route = route(FakeStarter::new(0, "", false), FAST);
+    let table = |name: &str| pipeline.table(name).expect(name);
+    // threshold_bytes = 100: above it csv and jsonl go to Glue, a cdc table never does.
+    for (name, size, glue) in [
+        ("funnel", 100, false),
+        ("funnel", 101, true),
+        ("events", 101, true),
+        ("orders", 100, false),
+        ("orders", 101, false),
+        ("orders", u64::MAX, false),
+    ] {
+        assert_eq!(
+            route.routes(table(name), size),
+            glue,
+            "{name} at {size} bytes"
+        );
+    }
+}
+
 #[test]
 fn the_pipeline_must_be_on_s3() {
     let starter = FakeStarter::new(0, "", false);

@@ -59,6 +59,18 @@ pub fn spill_key(table: &str, lsn: u64, index: u64) -> String {
     format!("{SPILL_CDC}{table}/{lsn}-{index}.json")
 }
 
+/// `raw/cdc/<table>/snapshot/<consistent lsn>/<page>.jsonl`: one page of `sluice cdc
+/// snapshot`'s copy of a table (events with `op = "r"`), the page number zero-padded so the
+/// pages list in order; a rerun for the same consistent point rewrites the same keys.
+pub fn cdc_snapshot_key(table: &str, consistent_lsn: u64, page: u64) -> String {
+    format!("{RAW_CDC}{table}/snapshot/{consistent_lsn}/{page:08}.jsonl")
+}
+
+/// `state/cdc/snapshot/<table>.json`: how far the snapshot of a table got.
+pub fn cdc_snapshot_progress_key(table: &str) -> String {
+    format!("{STATE}cdc/snapshot/{table}.json")
+}
+
 /// `quarantine/_cdc-sink/<shard id>/<first>-<last>.jsonl`: the records of one Kinesis batch
 /// (one shard) that cdc-sink refused, named by the first and last refused sequence numbers.
 pub fn cdc_quarantine_key(shard_id: &str, first_seq: &str, last_seq: &str) -> String {
@@ -350,6 +362,15 @@ mod tests {
             "spill/cdc/orders/22817392-0.json"
         );
         assert_eq!(
+            cdc_snapshot_key("orders", 22_817_392, 3),
+            "raw/cdc/orders/snapshot/22817392/00000003.jsonl"
+        );
+        assert!(cdc_snapshot_key("orders", 1, 0).starts_with(&raw_cdc_prefix("orders")));
+        assert_eq!(
+            cdc_snapshot_progress_key("orders"),
+            "state/cdc/snapshot/orders.json"
+        );
+        assert_eq!(
             cdc_quarantine_key("shardId-000000000000", "4959", "4961"),
             "quarantine/_cdc-sink/shardId-000000000000/4959-4961.jsonl"
         );
@@ -398,7 +419,9 @@ mod tests {
         let mut found = Vec::new();
         for f in &files {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // `*_tests.rs`: a test module kept beside its code (`#[path]`), as wal/ does.
             let test_code = name == "tests.rs"
+                || name.ends_with("_tests.rs")
                 || name == "conformance.rs"
                 || name == "testing.rs"
                 || f.components().any(|c| c.as_os_str() == "tests");

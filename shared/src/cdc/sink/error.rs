@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::cdc::pgoutput::CdcDecodeError;
+
 /// A record's shard or sequence number that cannot be used in a lake key. Kinesis never sends
 /// one: an event with such a record is not a Kinesis batch, and the invocation fails as
 /// `BadInput` instead of guessing where the record belongs.
@@ -17,18 +19,16 @@ pub enum PositionError {
 
 /// Why a record was refused: the `reason` of its quarantine record. None of these gets better
 /// with a retry, so the record goes to quarantine and the shard moves on.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum Refusal {
     /// The Kinesis record itself could not be read (its data is not base64).
     #[error("the Kinesis record cannot be read: {reason}")]
     Unreadable { reason: String },
-    /// The data is not one JSON object.
-    #[error("not a JSON object: {reason}")]
-    NotJson { reason: String },
-    /// JSON, but not a change event or a spill pointer as docs/CDC.md describes them.
-    #[error("not a change event: {reason}")]
-    NotAnEvent { reason: String },
+    /// Not a change event or a spill pointer as docs/CDC.md describes them (the message names
+    /// the field at fault, never a value of the record).
+    #[error(transparent)]
+    NotAnEvent(#[from] CdcDecodeError),
     /// No pipeline table takes this source relation.
     #[error("no pipeline table takes the source relation {schema}.{table}")]
     UnknownRelation { schema: String, table: String },

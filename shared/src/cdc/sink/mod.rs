@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::cdc::event::Source;
 use crate::lake::layout;
 use crate::lake::quarantine::QuarantineRecord;
 use crate::lake::{LakeError, ObjectStore, PutMode};
@@ -38,7 +39,7 @@ use crate::metrics::Emf;
 
 pub use error::{PositionError, Refusal};
 pub use position::{Position, SequenceNumber, ShardId};
-pub use record::{parse, parse_spilled, Parsed, Relation};
+pub use record::{parse, parse_spilled, Parsed};
 
 /// Source relation `(schema, table)` → the pipeline table its changes go to.
 pub type Routes = HashMap<(String, String), String>;
@@ -292,7 +293,7 @@ impl CdcSink<'_> {
     }
 
     /// The pipeline table of a relation.
-    fn route(&self, relation: &Relation) -> Result<String, Refusal> {
+    fn route(&self, relation: &Source) -> Result<String, Refusal> {
         let at = (relation.schema.clone(), relation.table.clone());
         match self.routes.get(&at) {
             Some(table) => Ok(table.clone()),
@@ -308,7 +309,7 @@ impl CdcSink<'_> {
     async fn read_spill(
         &self,
         key: &str,
-        pointer: &Relation,
+        pointer: &Source,
     ) -> Result<Result<Bytes, Refusal>, LakeError> {
         match self.store.get_bytes(key).await {
             Ok(body) => Ok(record::parse_spilled(key, body, pointer)),

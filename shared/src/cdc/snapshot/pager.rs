@@ -4,11 +4,14 @@
 use std::fmt::Write as _;
 
 use futures::TryStreamExt;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{column_value, progress_key, query_error, Progress, SnapshotError, SnapshotTable};
+use super::{query_error, Progress, SnapshotError, SnapshotTable};
+use crate::cdc::event::{ChangeEvent, Op, Source};
+use crate::cdc::value::text_to_json;
+use crate::lake::layout;
 use crate::warehouse::quote_ident;
 
 /// A source column: name, type OID (the decoder's Relation carries the same), SQL type name.
@@ -163,7 +166,7 @@ pub(super) async fn read_page(
     conn: &mut PgConnection,
     pager: &Pager,
     lake_table: &str,
-    source: &str,
+    source: &Source,
     progress: &Progress,
     page_rows: u64,
 ) -> Result<Page, SnapshotError> {
@@ -176,6 +179,14 @@ pub(super) async fn read_page(
         exhausted: false,
     };
     let mut values: Vec<Option<String>> = Vec::with_capacity(pager.columns.len());
+    // One event reused for every row of the page: only `after` changes.
+    let mut event = ChangeEvent {
+        op: Op::Read,
+        before: None,
+        after: None,
+        unchanged: Vec::new(),
+        source: source.clone(),
+    };
     let read_error = |e: sqlx::Error| query_error(lake_table, "read page", &e);
     while page.body.len() < PAGE_MAX_BYTES {
         let Some(row) = stream.try_next().await.map_err(read_error)? else {
@@ -186,7 +197,8 @@ pub(super) async fn read_page(
         for i in 0..pager.columns.len() {
             values.push(row.try_get(i).map_err(read_error)?);
         }
-        write_event(&mut page.body, pager, lake_table, source, &values)?;
+        event.after = Some(row_json(pager, lake_table, &values)?);
+        write_event(&mut page.body, lake_table, &event)?;
         page.rows += 1;
         page.last_key = pager.key.iter().map(|&i| values[i].clone()).collect();
     }
@@ -208,7 +220,7 @@ fn page_query<'q>(
     };
     if last.len() != pager.key.len() {
         return Err(SnapshotError::Progress {
-            key: progress_key(lake_table),
+            key: layout::cdc_snapshot_progress_key(lake_table),
             reason: format!(
                 "holds {} key values, the table's key has {}",
                 last.len(),
@@ -220,40 +232,41 @@ fn page_query<'q>(
     Ok(last.iter().fold(q, |q, v| q.bind(v.as_str())).bind(limit))
 }
 
-/// Appends `{"op":"r","before":null,"after":{…},"source":{…}}\n`.
-fn write_event(
-    out: &mut Vec<u8>,
+/// The row as `after`: each column typed from its text as the decoder types it.
+fn row_json(
     pager: &Pager,
     lake_table: &str,
-    source: &str,
     values: &[Option<String>],
-) -> Result<(), SnapshotError> {
-    let mut after = serde_json::Map::with_capacity(values.len());
+) -> Result<Map<String, Value>, SnapshotError> {
+    let mut after = Map::new();
     for (c, v) in pager.columns.iter().zip(values) {
         let value = match v {
             None => Value::Null,
             Some(text) => {
-                column_value(c.type_oid, text).map_err(|reason| SnapshotError::Value {
+                text_to_json(c.type_oid, text).map_err(|source| SnapshotError::Value {
                     table: lake_table.to_string(),
                     column: c.name.clone(),
                     type_oid: c.type_oid,
-                    reason,
+                    source,
                 })?
             }
         };
         after.insert(c.name.clone(), value);
     }
-    out.extend_from_slice(br#"{"op":"r","before":null,"after":"#);
-    // Serialising a map of JSON values cannot fail (string keys, no foreign types).
-    serde_json::to_writer(&mut *out, &after).map_err(|e| SnapshotError::Value {
+    Ok(after)
+}
+
+/// Appends the event as one JSON line.
+fn write_event(
+    out: &mut Vec<u8>,
+    lake_table: &str,
+    event: &ChangeEvent,
+) -> Result<(), SnapshotError> {
+    serde_json::to_writer(&mut *out, event).map_err(|e| SnapshotError::Encode {
         table: lake_table.to_string(),
-        column: String::new(),
-        type_oid: 0,
         reason: e.to_string(),
     })?;
-    out.extend_from_slice(br#","source":"#);
-    out.extend_from_slice(source.as_bytes());
-    out.extend_from_slice(b"}\n");
+    out.push(b'\n');
     Ok(())
 }
 
@@ -307,5 +320,72 @@ mod tests {
             check_key(&table(&[]), &columns(), &[]),
             Err(SnapshotError::NoPrimaryKey { .. })
         ));
+    }
+
+    #[test]
+    fn rows_are_typed_and_written_as_the_stream_writes_events() {
+        let typed = |name: &str, type_oid: u32| Column {
+            name: name.into(),
+            type_oid,
+            sql_type: String::new(),
+        };
+        let pager = Pager {
+            columns: vec![
+                typed("id", 20),
+                typed("tags", 1009),
+                typed("doc", 3802),
+                typed("raw", 17),
+                typed("at", 1184),
+                typed("gone", 25),
+            ],
+            key: vec![0],
+            first_sql: String::new(),
+            next_sql: String::new(),
+        };
+        let values = [
+            Some("7"),
+            Some(r#"{a,NULL,"b c"}"#),
+            Some(r#"{"k": [1]}"#),
+            Some("\\x00ff10"),
+            Some("2026-11-26 09:00:00.12+00"),
+            None,
+        ]
+        .map(|v| v.map(String::from));
+        let mut event = ChangeEvent {
+            op: Op::Read,
+            before: None,
+            after: None,
+            unchanged: Vec::new(),
+            source: Source {
+                db: "shop".into(),
+                schema: "public".into(),
+                table: "orders".into(),
+                lsn: 42,
+                txid: 0,
+                commit_ts: "2026-11-26T10:00:00.000000Z".into(),
+            },
+        };
+        event.after = Some(row_json(&pager, "orders", &values).expect("typed"));
+        let mut out = Vec::new();
+        write_event(&mut out, "orders", &event).expect("written");
+        assert_eq!(
+            String::from_utf8(out.clone()).expect("utf-8"),
+            concat!(
+                r#"{"op":"r","before":null,"after":{"at":"2026-11-26T09:00:00.120000Z","doc":{"k":[1]},"gone":null,"id":7,"raw":"AP8Q","tags":["a",null,"b c"]},"#,
+                r#""source":{"db":"shop","schema":"public","table":"orders","lsn":42,"txid":0,"commit_ts":"2026-11-26T10:00:00.000000Z"}}"#,
+                "\n"
+            )
+        );
+        // The line is a valid stream record: the sink and the transform read it as one.
+        let back = crate::cdc::event::StreamRecord::from_slice(&out).expect("reads back");
+        assert_eq!(back, crate::cdc::event::StreamRecord::Event(event));
+
+        let bad = [Some("x".to_string()), None, None, None, None, None];
+        let e = row_json(&pager, "orders", &bad).expect_err("not an int8");
+        assert!(
+            matches!(&e, SnapshotError::Value { column, type_oid: 20, .. } if column == "id"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("\"x\""), "{e}");
     }
 }

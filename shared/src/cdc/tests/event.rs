@@ -95,7 +95,9 @@ fn invalid_records_are_clear_errors() {
     let src = r#""source":{"db":"d","schema":"s","table":"t","lsn":1,"txid":2,"commit_ts":"2026-01-01T00:00:00.000000Z"}"#;
     let cases = [
         ("not json".to_string(), "expected"),
-        ("[1]".to_string(), "invalid type"),
+        ("[1]".to_string(), "JSON, but not an object"),
+        (" \n".to_string(), "the record is empty"),
+        ("\"secret\"".to_string(), "JSON, but not an object"),
         (format!(r#"{{"op":"x","before":null,"after":null,{src}}}"#), "at op: unknown variant"),
         (format!(r#"{{"op":"c","before":null,"after":{{}},"extra":1,{src}}}"#), "unknown field `extra`"),
         (format!(r#"{{"op":"c","before":null,"after":"secret",{src}}}"#), "at after: invalid type: string \"…\""),
