@@ -360,7 +360,7 @@ async fn snapshot(pipeline: &Path, lake: &str, page_rows: u64) -> Result<(), Box
             t.pages_written,
             t.next_page,
             spec.consistent_lsn,
-            snapshot::page_key(&t.lake_table, spec.consistent_lsn, 0)
+            sluice::lake::layout::cdc_snapshot_key(&t.lake_table, spec.consistent_lsn, 0)
                 .trim_end_matches("00000000.jsonl"),
         );
     }
