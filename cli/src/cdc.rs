@@ -343,7 +343,7 @@ async fn snapshot(pipeline: &Path, lake: &str, page_rows: u64) -> Result<(), Box
         db_name: wal::source::database_name(&mut conn).await?,
         tables,
         // Every change after this position reaches the stream with a higher LSN and wins.
-        consistent_lsn: stored.state.confirmed_lsn,
+        consistent_lsn: stored.state.snapshot_lsn(),
         page_rows,
     };
     let report = snapshot::snapshot(&mut conn, store.as_ref(), &spec, None).await?;

@@ -484,7 +484,9 @@ async fn snapshot_pages_equal_the_table() {
                         &json!(db),
                         &json!(s.schema),
                         &json!("items"),
-                        &json!(lsn),
+                        // Every copied row is version 0 (snapshot::SNAPSHOT_LSN): any change
+                        // the slot delivers wins over it.
+                        &json!(0),
                         &json!(0)
                     )
                 );

@@ -4,7 +4,7 @@
 //! Update, Delete and Truncate into the events of docs/CDC.md.
 //!
 //! Relation messages are sent again by every new decoding session (every peek), so one decoder
-//! serves one read of the slot. The primary keys come from the catalog, not the stream: with
+//! serves one read of the slot. The primary keys come from outside the stream (the pipeline's `dedup.key`, or the catalog for `sluice cdc peek --source-url`): with
 //! `REPLICA IDENTITY FULL` the Relation message flags every column as key.
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 pub struct DecoderOptions {
     /// The source database name (`source.db` of every event).
     pub db: String,
-    /// Primary-key columns per (schema, table), from the catalog. A table missing here falls
+    /// Primary-key columns per (schema, table), from the pipeline's `dedup.key` (or the catalog). A table missing here falls
     /// back to the Relation message's key flags, unless its replica identity is FULL (every
     /// column flagged): then it has no key, and a key change stays one update.
     pub primary_keys: HashMap<(String, String), Vec<String>>,
@@ -417,9 +417,26 @@ fn typed(
         source,
     };
     let text = std::str::from_utf8(text).map_err(|_| err(ValueError::NotUtf8))?;
-    value::text_to_json(col.type_oid, text)
-        .map(Some)
-        .map_err(err)
+    match value::text_to_json(col.type_oid, text) {
+        Ok(v) => Ok(Some(v)),
+        // A value PostgreSQL accepted but the typing cannot read (a JSON number beyond f64's
+        // range, JSON nested deeper than the parser's limit, a BC date): failing here would
+        // fail every run at this change and hold the slot (and WAL) forever. It goes on as
+        // its PostgreSQL text instead; the transform keeps it for a string column and
+        // quarantines it with the reason otherwise.
+        Err(e) => {
+            tracing::warn!(
+                lsn,
+                schema = rel.schema,
+                table = rel.table,
+                column = col.name,
+                type_oid = col.type_oid,
+                error = %e,
+                "a value the decoder cannot type is sent as its PostgreSQL text"
+            );
+            Ok(Some(Value::String(text.to_string())))
+        }
+    }
 }
 
 fn check_shape(rel: &RelationInfo, columns: &[Column<'_>], lsn: u64) -> Result<(), CdcDecodeError> {

@@ -1,7 +1,17 @@
 //! `sluice cdc snapshot`: the initial load. Copies the current rows of each published table to
 //! `raw/cdc/<table>/snapshot/<consistent lsn>/<page>.jsonl` as change events with `op = "r"`
-//! and `source.lsn` = the slot's consistent point, so every change the slot delivers later
-//! (a higher LSN) wins over the copied row.
+//! and `source.lsn` = 0 ([`SNAPSHOT_LSN`]), so every change the slot delivers wins over the
+//! copied row.
+//!
+//! Why 0 and not the slot's consistent point: a change's LSN is where it was WRITTEN, and its
+//! transaction may commit later. A transaction open when the slot was created (or when the
+//! copy ran) can write a change below the consistent point and commit after the copy read the
+//! row's older value; with the consistent point as the copy's version, that later change would
+//! look older than the copied row and lose to it, in the transform's dedup and in the loader's
+//! version guard, for good. Every change the slot delivers was committed after the consistent
+//! point and is at least as new as anything the copy saw, so it must win: version 0 makes it.
+//! (A second snapshot of the same keys, after a new slot, cannot replace rows loaded at version
+//! 0: a new slot starts with a new final table, see docs/CDC.md.)
 //!
 //! Why reading outside the slot's snapshot is still correct: a row the copy reads after a
 //! later change is that change's result, which the slot also delivers, with the higher LSN; a
@@ -27,6 +37,10 @@ use sqlx::postgres::PgConnection;
 use thiserror::Error;
 
 use super::event::Source;
+
+/// The version (`source.lsn`, `_lsn`) of every copied row: below any change the slot delivers
+/// (see the module note).
+pub const SNAPSHOT_LSN: u64 = 0;
 use super::value::ValueError;
 use crate::lake::{layout, LakeError, ObjectStore, PutMode};
 
@@ -271,7 +285,7 @@ async fn copy_table(
         db: spec.db_name.clone(),
         schema: t.schema.clone(),
         table: t.table.clone(),
-        lsn: spec.consistent_lsn,
+        lsn: SNAPSHOT_LSN,
         // A copied row belongs to no transaction.
         txid: 0,
         commit_ts: progress.started_at.clone(),

@@ -93,10 +93,11 @@ pub enum WalError {
 
 impl WalError {
     pub(crate) fn db(what: &str, e: sqlx::Error) -> Self {
-        let retryable = matches!(
-            e,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
-        );
+        let retryable = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
+            _ => false,
+        };
         // sqlx's database errors carry the server's message, never bound parameter values.
         WalError::Source {
             what: what.to_string(),
@@ -128,4 +129,16 @@ impl WalError {
             _ => false,
         }
     }
+}
+
+/// SQLSTATEs a later run can get past without anyone changing anything: the slot held by
+/// another backend (55006, the aftermath of a timed-out run or a manual peek), the server
+/// shutting down or failing over (57P01-57P03), too many connections (53300), serialization
+/// and deadlock (40001, 40P01), statement timeout (57014), and every connection exception
+/// (class 08).
+fn transient_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "55006" | "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "57014"
+    ) || code.starts_with("08")
 }

@@ -16,6 +16,11 @@ use crate::cdc::decode::{ChangeDecoder, Decoded, DecoderOptions};
 use crate::cdc::event::ChangeEvent;
 use crate::lake::ObjectStore;
 
+/// How long a peek may outlast the run's deadline (which already leaves time to finish): the
+/// loop stops taking changes at the deadline; this bounds a peek the server is still
+/// computing.
+const PEEK_GRACE: Duration = Duration::from_secs(10);
+
 /// A pipeline table fed by the slot.
 #[derive(Debug, Clone)]
 pub struct CdcTable {
@@ -177,13 +182,19 @@ async fn check_slot(
     if info.confirmed_flush_lsn == s.confirmed_lsn {
         return Ok(stored);
     }
-    if info.confirmed_flush_lsn == s.previous_lsn {
+    if info.confirmed_flush_lsn < s.confirmed_lsn {
+        // Behind the recorded position: the last run died between writing the state and
+        // advancing, or the server lost the advance in a crash (an advanced slot is saved at
+        // the next checkpoint). Everything up to the recorded position was acknowledged, so
+        // the advance is finished here; nothing is skipped. A slot can never be moved back,
+        // and a recreated one starts at the current WAL position, ahead of the state.
         tracing::warn!(
             slot,
+            found = lsn_text(info.confirmed_flush_lsn),
             to = lsn_text(s.confirmed_lsn),
-            "the last run stopped between recording its progress and advancing the slot; finishing the advance"
+            "the slot is behind the decoder's recorded position (a run stopped before its advance, or the server restarted); finishing the advance"
         );
-        source::advance(control, slot, s.confirmed_lsn).await?;
+        advance_to(control, slot, s.confirmed_lsn).await?;
         return Ok(stored);
     }
     Err(WalError::SlotMoved {
@@ -191,6 +202,24 @@ async fn check_slot(
         expected: lsn_text(s.confirmed_lsn),
         found: lsn_text(info.confirmed_flush_lsn),
     })
+}
+
+/// Advances the slot and checks it reached `lsn` (the server cannot move a slot past the WAL
+/// it has flushed; a commit end the peek returned always is).
+async fn advance_to(control: &mut PgConnection, slot: &str, lsn: u64) -> Result<(), WalError> {
+    let end = source::advance(control, slot, lsn).await?;
+    if end < lsn {
+        return Err(WalError::Source {
+            what: format!("advancing slot {slot}"),
+            reason: format!(
+                "the slot stopped at {} instead of {}",
+                lsn_text(end),
+                lsn_text(lsn)
+            ),
+            retryable: true,
+        });
+    }
+    Ok(())
 }
 
 /// Writes a heartbeat when the interval has passed (step 2).
@@ -245,6 +274,22 @@ async fn peek_once(
     report: &mut RunReport,
 ) -> Result<Peeked, WalError> {
     let mut conn = source::connect(options).await?;
+    // The server may decode for a long time before the first row (a backlog, bulk writes to
+    // unpublished tables). The statement must end before the invocation does: a backend
+    // orphaned by a killed Lambda would hold the slot until it next writes to its dead socket,
+    // and the next run would find the slot busy.
+    let left = cfg
+        .limits
+        .deadline
+        .saturating_duration_since(Instant::now())
+        + PEEK_GRACE;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET statement_timeout = {}",
+        left.as_millis().max(1000)
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(|e| WalError::db("setting the peek's statement timeout", e))?;
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut conn)
         .await
@@ -462,11 +507,12 @@ async fn commit_progress(
         previous_lsn: old,
         partial: peek.partial.clone(),
         last_heartbeat_ms: peek.last_heartbeat_ms,
+        created_lsn: stored.state.created_lsn,
     };
     let slot = next.slot.clone();
     let saved = state::save(lake, Some(&stored), next).await?;
     if confirmed != old {
-        source::advance(control, &slot, confirmed).await?;
+        advance_to(control, &slot, confirmed).await?;
     }
     tracing::info!(
         slot,

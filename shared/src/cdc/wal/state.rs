@@ -42,9 +42,19 @@ pub struct WalState {
     /// When the last heartbeat was written (ms since the epoch).
     #[serde(default)]
     pub last_heartbeat_ms: Option<u64>,
+    /// The slot's consistent point when `sluice cdc setup` created it: names the snapshot of
+    /// this slot (its objects and progress), which must not follow the moving position.
+    #[serde(default)]
+    pub created_lsn: Option<u64>,
 }
 
 impl WalState {
+    /// The snapshot's identity: the slot's consistent point at set-up (older states, written
+    /// before it was recorded, fall back to the current position).
+    pub fn snapshot_lsn(&self) -> u64 {
+        self.created_lsn.unwrap_or(self.confirmed_lsn)
+    }
+
     /// The state of a slot just created at `consistent_lsn`.
     pub fn new(slot: &str, consistent_lsn: u64) -> Self {
         Self {
@@ -53,6 +63,7 @@ impl WalState {
             previous_lsn: consistent_lsn,
             partial: None,
             last_heartbeat_ms: None,
+            created_lsn: Some(consistent_lsn),
         }
     }
 }
