@@ -269,37 +269,51 @@ impl Extractor {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let reports = futures::stream::iter(chosen)
-            .map(|shard| async move {
-                let job = run::ShardJob {
-                    table: t,
-                    source,
-                    shard,
-                    store: self.lake.as_ref(),
-                    secrets: self.secrets.as_ref(),
-                    owner: &self.owner,
-                    mode,
-                    limits,
-                };
-                let outcome = match run::run_shard(&job).await {
-                    Ok(o) => o,
-                    Err(error) => ShardOutcome::Failed(ExtractError::Shard {
-                        table: t.name.clone(),
-                        shard: shard.id.clone(),
-                        error,
-                    }),
-                };
-                log_outcome(&t.name, &shard.id, &outcome);
-                ShardReport {
-                    table: t.name.clone(),
-                    shard: shard.id.clone(),
-                    outcome,
-                }
-            })
+        // The futures are made before the stream (not by a closure inside it), so the whole
+        // run stays `Send` for a spawned task or a Lambda handler.
+        let runs: Vec<_> = chosen
+            .into_iter()
+            .map(|shard| self.run_shard(t, source, shard, mode, limits))
+            .collect();
+        let reports = futures::stream::iter(runs)
             .buffered(SHARDS_AT_ONCE)
             .collect()
             .await;
         Ok(reports)
+    }
+
+    async fn run_shard(
+        &self,
+        t: &TableConfig,
+        source: &SourceConfig,
+        shard: &crate::config::ShardConfig,
+        mode: Mode,
+        limits: Limits,
+    ) -> ShardReport {
+        let job = run::ShardJob {
+            table: t,
+            source,
+            shard,
+            store: self.lake.as_ref(),
+            secrets: self.secrets.as_ref(),
+            owner: &self.owner,
+            mode,
+            limits,
+        };
+        let outcome = match run::run_shard(&job).await {
+            Ok(o) => o,
+            Err(error) => ShardOutcome::Failed(ExtractError::Shard {
+                table: t.name.clone(),
+                shard: shard.id.clone(),
+                error,
+            }),
+        };
+        log_outcome(&t.name, &shard.id, &outcome);
+        ShardReport {
+            table: t.name.clone(),
+            shard: shard.id.clone(),
+            outcome,
+        }
     }
 
     fn source_of(&self, table: &str) -> Result<(&TableConfig, &SourceConfig), ExtractError> {

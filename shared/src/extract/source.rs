@@ -183,8 +183,11 @@ fn mysql_options(id: &str, s: &RdsSecret) -> Result<MySqlConnectOptions, ShardEr
         .host(&s.host)
         .port(s.port.unwrap_or(3306))
         .username(&s.username)
-        .password(&s.password)
         .ssl_mode(mode);
+    // An empty password is no password (a local server's root); MySQL tells the two apart.
+    if !s.password.is_empty() {
+        o = o.password(&s.password);
+    }
     if let Some(db) = &s.dbname {
         o = o.database(db);
     }
@@ -201,9 +204,11 @@ fn pg_options(id: &str, s: &RdsSecret) -> Result<PgConnectOptions, ShardError> {
         .host(&s.host)
         .port(s.port.unwrap_or(5432))
         .username(&s.username)
-        .password(&s.password)
         .database(s.dbname.as_deref().unwrap_or("postgres"))
         .ssl_mode(mode);
+    if !s.password.is_empty() {
+        o = o.password(&s.password);
+    }
     if let Some(ca) = &s.sslrootcert {
         o = o.ssl_root_cert(ca);
     }
