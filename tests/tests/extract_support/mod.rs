@@ -122,6 +122,16 @@ pub fn shards_toml(shards: &[(&str, &str)]) -> String {
 /// A pipeline with one extracted table `items`: id, v, note, updated_at, `_shard`, `_op`; the
 /// merge key (`_shard`, id). `source` is the rest of `[tables.source]`.
 pub fn items_pipeline(engine: &str, shards: &str, source: &str) -> Arc<Pipeline> {
+    items_pipeline_from(engine, shards, "items", source)
+}
+
+/// `items_pipeline`, read from the source table `relation`.
+pub fn items_pipeline_from(
+    engine: &str,
+    shards: &str,
+    relation: &str,
+    source: &str,
+) -> Arc<Pipeline> {
     let text = format!(
         r#"
 [[tables]]
@@ -145,7 +155,7 @@ columns = [
 [tables.source]
 engine = "{engine}"
 {shards}
-table = "items"
+table = "{relation}"
 key_columns = ["id"]
 updated_at_column = "updated_at"
 {source}
