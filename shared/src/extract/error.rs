@@ -28,8 +28,9 @@ pub enum ExtractError {
     Shard {
         table: String,
         shard: String,
+        /// Boxed: the shard's error is large, and most results carry none.
         #[source]
-        error: ShardError,
+        error: Box<ShardError>,
     },
 }
 

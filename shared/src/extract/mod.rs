@@ -305,7 +305,7 @@ impl Extractor {
             Err(error) => ShardOutcome::Failed(ExtractError::Shard {
                 table: t.name.clone(),
                 shard: shard.id.clone(),
-                error,
+                error: Box::new(error),
             }),
         };
         log_outcome(&t.name, &shard.id, &outcome);
