@@ -161,7 +161,11 @@ impl Params {
         let bad = || {
             ShardError::column(
                 &c.name,
-                format!("cannot page by the value {value} (a {} column)", c.sql_type),
+                format!(
+                    "cannot page by a JSON {} (a {} column)",
+                    json_kind(value),
+                    c.sql_type
+                ),
             )
         };
         let bind = match (self.engine, value) {
@@ -219,6 +223,18 @@ impl Params {
         let eq = format!("{} = {}", q(c), self.push(c, v)?);
         let rest = self.greater(&cols[1..], &vals[1..])?;
         Ok(format!("{gt} OR ({eq} AND ({rest}))"))
+    }
+}
+
+/// What a value is, for messages (never the value: it may be personal data).
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 

@@ -222,7 +222,11 @@ async fn resume_point(
                 updated_at,
                 key: Some(keys),
             },
-            other => return Err(corrupt(format!("its last row's updated_at is {other}"))),
+            _ => {
+                return Err(corrupt(
+                    "its last row's updated_at is not a timestamp string".into(),
+                ))
+            }
         },
     };
     Ok((last + 1, cursor))

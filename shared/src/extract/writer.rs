@@ -148,9 +148,9 @@ impl RowEncoder {
                 updated_at,
                 key: Some(key),
             }),
-            other => Err(ShardError::column(
+            _ => Err(ShardError::column(
                 &self.names[self.updated_at],
-                format!("is {other}, not a timestamp"),
+                "is not a timestamp string",
             )),
         }
     }
@@ -262,7 +262,7 @@ pub fn read_part(gz: &[u8]) -> Result<Vec<Map<String, Value>>, String> {
     for_each_line(gz, |line| {
         match serde_json::from_slice(line) {
             Ok(Value::Object(m)) => rows.push(m),
-            Ok(other) => return Err(format!("line {} is not an object: {other}", rows.len() + 1)),
+            Ok(_) => return Err(format!("line {} is not an object", rows.len() + 1)),
             Err(e) => return Err(format!("line {}: {e}", rows.len() + 1)),
         }
         Ok(())
