@@ -300,6 +300,32 @@ async fn a_crash_before_the_watermark_reruns_to_the_same_part_keys() {
     shards.drop_all().await;
 }
 
+/// A run with too little time left reads nothing but records its range; the next run
+/// continues that range (same run, same folder) and commits.
+#[tokio::test]
+async fn a_run_near_its_deadline_leaves_the_range_to_the_next() {
+    let (shards, p) = one_shard("safety_lag_secs = 0").await;
+    insert_items(&shards, 1..=3, "2020-01-01 00:00:00").await;
+    let lake = lake();
+    let ex = Extractor::new(p, lake.store.clone());
+    let short = Limits::until(std::time::Instant::now() + Duration::from_secs(2));
+    let r = ex
+        .run_table("items", Shards::All, Mode::Incremental, short)
+        .await
+        .expect("run");
+    let s = extracted(&r[0]).clone();
+    assert_eq!((s.rows, s.pages, s.complete), (0, 0, false), "{s:?}");
+    let r = ex
+        .run_table("items", Shards::All, Mode::Incremental, limits())
+        .await
+        .expect("run");
+    let next = extracted(&r[0]);
+    assert!(next.resumed && next.complete, "{next:?}");
+    assert_eq!(next.run, s.run, "the recorded range");
+    assert_eq!(next.rows, 3);
+    shards.drop_all().await;
+}
+
 #[tokio::test]
 async fn a_second_run_backs_off_before_reading() {
     let (shards, p) = one_shard("safety_lag_secs = 0").await;

@@ -349,3 +349,52 @@ fn log_outcome(table: &str, shard: &str, outcome: &ShardOutcome) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_become_emf_lines_per_shard() {
+        let mut stats = ShardStats::new("2024-01-01T00:00:00.000000Z", Duration::ZERO);
+        stats.rows = 7;
+        stats.bytes = 300;
+        stats.lag_secs = Some(12.5);
+        let ok = ShardReport {
+            table: "orders".into(),
+            shard: "eu1".into(),
+            outcome: ShardOutcome::Extracted(stats),
+        };
+        let v: serde_json::Value = serde_json::from_str(&ok.emf("extract").line()).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Function", "Table", "Shard"]])
+        );
+        assert_eq!(
+            (
+                v["RowsExtracted"].as_u64(),
+                v["BytesExtracted"].as_u64(),
+                v["ExtractLagSeconds"].as_f64()
+            ),
+            (Some(7), Some(300), Some(12.5))
+        );
+        let error = ExtractError::Shard {
+            table: "orders".into(),
+            shard: "us1".into(),
+            error: Box::new(ShardError::config("the URL variable $X is not set")),
+        };
+        assert!(error.to_string().contains(
+            "table `orders`, shard `us1`: configuration: the URL variable $X is not set"
+        ));
+        let failed = ShardReport {
+            table: "orders".into(),
+            shard: "us1".into(),
+            outcome: ShardOutcome::Failed(error),
+        };
+        let v: serde_json::Value = serde_json::from_str(&failed.emf("extract").line()).unwrap();
+        assert_eq!(
+            (v["ExtractFailed"].as_u64(), v["Shard"].as_str()),
+            (Some(1), Some("us1"))
+        );
+    }
+}
