@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cdc;
 pub mod config;
 pub mod events;
+pub mod extract;
 pub mod glue_job;
 pub mod lake;
 pub mod lambda;

@@ -38,7 +38,7 @@ pub use glue::GlueConfig;
 pub use names::snake_case;
 pub use output::OutputConfig;
 pub use pii::{PiiAction, PiiRule};
-pub use source::{SourceConfig, SourceEngine};
+pub use source::{ShardConfig, ShardLocation, SourceConfig, SourceEngine};
 pub use table::{CsvOptions, EpochUnit, InputFormat, TableConfig};
 pub use types::ColumnType;
 pub use warehouse::{check_identifier, RedshiftConfig, Staging, WarehouseConfig};

@@ -215,7 +215,7 @@ impl TableConfig {
                 .map_err(|e| e.within("warehouse"))?;
         }
         if let Some(s) = &self.source {
-            s.validate().map_err(|e| e.within("source"))?;
+            s.validate(self).map_err(|e| e.within("source"))?;
         }
         Ok(())
     }

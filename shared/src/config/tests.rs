@@ -1,6 +1,7 @@
 use super::*;
 
 mod cdc;
+mod source;
 
 fn example() -> &'static str {
     include_str!("../../../examples/pipeline.toml")
@@ -140,44 +141,6 @@ proptest::proptest! {
         s.insert_str(at, &junk);
         let _ = Pipeline::parse(&s, "fuzz");
     }
-}
-
-/// The example with `[tables.source]` added to the customers table (last in the file).
-fn with_source(source: &str) -> String {
-    format!("{}\n[tables.source]\n{source}\n", example())
-}
-
-#[test]
-fn source_engine_is_mysql_or_postgres() {
-    let common = "shard_secrets = [\"s1\"]\ntable = \"customers\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"";
-    for (engine, want) in [
-        ("mysql", SourceEngine::Mysql),
-        ("postgres", SourceEngine::Postgres),
-    ] {
-        let text = with_source(&format!("engine = \"{engine}\"\n{common}"));
-        let p = Pipeline::parse(&text, "p.toml").expect(engine);
-        let s = p.table("customers").and_then(|t| t.source.as_ref());
-        assert_eq!(s.map(|s| s.engine), Some(want));
-    }
-    let err = Pipeline::parse(
-        &with_source(&format!("engine = \"oracle\"\n{common}")),
-        "p.toml",
-    )
-    .expect_err("oracle")
-    .to_string();
-    assert!(err.contains("tables[1].source.engine"), "{err}");
-    assert!(err.contains("mysql") && err.contains("postgres"), "{err}");
-}
-
-#[test]
-fn source_needs_exactly_one_of_table_or_query() {
-    let text = with_source(
-        "engine = \"postgres\"\nshard_secrets = [\"s1\"]\ntable = \"c\"\nquery = \"SELECT 1\"\nkey_columns = [\"customer_id\"]\nupdated_at_column = \"updated_at\"",
-    );
-    let err = Pipeline::parse(&text, "p.toml")
-        .expect_err("both")
-        .to_string();
-    assert!(err.contains("at `tables[1].source`"), "{err}");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! | `loads/<table>/` | redshift-loader | COPY manifests (never under `manifests/`) |
 //! | `quarantine/<table>/`, `quarantine/_cdc-sink/` | every stage | bad rows with the reason |
 //! | `state/` | extract, redshift-loader, transform | leases, watermarks, statement ids, Glue run claims |
+//! | `raw/<table>/shard=<id>/…` | extract | gzip JSON lines parts, named by run and index |
 //! | `spill/cdc/` | wal-decoder | changes too large for one Kinesis record |
 
 /// Source objects as they came: extract's parts, users' uploads. Transform triggers here.
@@ -144,6 +145,56 @@ pub fn glue_claim_key(table: &str, source_key: &str, etag: &str) -> String {
         "{STATE}glue/{table}/{}-{etag}.json",
         source_hash(source_key)
     )
+}
+
+/// `state/extract/<table>/<shard>/`: one shard's extract state (lease, watermark, run).
+pub fn extract_state_prefix(table: &str, shard: &str) -> String {
+    format!("{STATE}extract/{table}/{shard}/")
+}
+
+/// `state/extract/<table>/<shard>/lease`: keeps runs of one shard one at a time.
+pub fn extract_lease_key(table: &str, shard: &str) -> String {
+    format!("{}lease", extract_state_prefix(table, shard))
+}
+
+/// `state/extract/<table>/<shard>/state.json`: the shard's watermark and its running range.
+pub fn extract_state_key(table: &str, shard: &str) -> String {
+    format!("{}state.json", extract_state_prefix(table, shard))
+}
+
+/// The folder of a historical dump's runs, under a shard's folder.
+const EXTRACT_HISTORICAL: &str = "historical/";
+
+/// `<raw_prefix>shard=<id>/`: every part extract wrote for one shard of a table. `raw_prefix`
+/// is the table's (validated to start with `raw/` and end with `/`).
+pub fn extract_shard_prefix(raw_prefix: &str, shard: &str) -> String {
+    format!("{raw_prefix}shard={shard}/")
+}
+
+/// `<raw_prefix>shard=<id>/<run>/` for an incremental range, `<raw_prefix>shard=<id>/historical/<run>/`
+/// for a dump: the parts of one run, `run` naming its range (extract's `RunRecord::id`).
+pub fn extract_run_prefix(raw_prefix: &str, shard: &str, historical: bool, run: &str) -> String {
+    let kind = if historical { EXTRACT_HISTORICAL } else { "" };
+    format!("{}{kind}{run}/", extract_shard_prefix(raw_prefix, shard))
+}
+
+/// `<run prefix>part-<index:05>.jsonl.gz`: one part of a run (gzip JSON lines, which the
+/// transform reads by the `.gz` ending). Same run and index, same key: a re-run after a crash
+/// writes the keys the first run would have.
+pub fn extract_part_key(run_prefix: &str, index: u32) -> String {
+    format!("{run_prefix}part-{index:05}.jsonl.gz")
+}
+
+/// The index of an [`extract_part_key`] under `run_prefix`; None for any other key.
+pub fn extract_part_index(run_prefix: &str, key: &str) -> Option<u32> {
+    let digits = key
+        .strip_prefix(run_prefix)?
+        .strip_prefix("part-")?
+        .strip_suffix(".jsonl.gz")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// `loads/<table>/<batch>.json`: the record of one load (manifests, statement id, counts).
@@ -342,6 +393,42 @@ mod tests {
             40
         );
         assert_eq!(source_stem("raw/t/日本.csv"), "__");
+    }
+
+    #[test]
+    fn extract_keys_are_per_shard_and_run() {
+        assert_eq!(
+            extract_lease_key("orders", "eu1"),
+            "state/extract/orders/eu1/lease"
+        );
+        assert_eq!(
+            extract_state_key("orders", "eu1"),
+            "state/extract/orders/eu1/state.json"
+        );
+        assert!(
+            extract_state_key("orders", "eu1").starts_with(&extract_state_prefix("orders", "eu1"))
+        );
+        let run = extract_run_prefix("raw/orders/", "eu1", false, "20240101T000000.000000Z-ab");
+        assert_eq!(run, "raw/orders/shard=eu1/20240101T000000.000000Z-ab/");
+        let dump = extract_run_prefix("raw/orders/", "eu1", true, "r1");
+        assert_eq!(dump, "raw/orders/shard=eu1/historical/r1/");
+        assert!(dump.starts_with(&extract_shard_prefix("raw/orders/", "eu1")));
+        let part = extract_part_key(&run, 7);
+        assert_eq!(part, format!("{run}part-00007.jsonl.gz"));
+        assert!(is_raw_object(&part));
+        assert_eq!(extract_part_index(&run, &part), Some(7));
+        assert_eq!(
+            extract_part_index(&run, &extract_part_key(&run, 123_456)),
+            Some(123_456)
+        );
+        for not in [
+            format!("{run}part-.jsonl.gz"),
+            format!("{run}part-0x1.jsonl.gz"),
+            format!("{run}part-00001.jsonl"),
+            format!("{dump}part-00001.jsonl.gz"),
+        ] {
+            assert_eq!(extract_part_index(&run, &not), None, "{not}");
+        }
     }
 
     #[test]

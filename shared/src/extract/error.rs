@@ -1,0 +1,146 @@
+//! Errors of extract. A run of a table fails as a whole only for what concerns every shard
+//! (an unknown table or shard); anything else fails one shard, reported with its name while
+//! the other shards run.
+
+use thiserror::Error;
+
+use crate::lake::LakeError;
+
+/// Why a table's run, or one shard of it, failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// The pipeline has no table of that name.
+    #[error("extract: the pipeline has no table `{table}`")]
+    UnknownTable { table: String },
+    /// The table has no `[tables.source]` section.
+    #[error("extract: table `{table}` has no [tables.source] section")]
+    NoSource { table: String },
+    /// A shard filter names a shard the table does not have.
+    #[error("extract: table `{table}` has no shard `{shard}` (it has: {known})")]
+    UnknownShard {
+        table: String,
+        shard: String,
+        known: String,
+    },
+    /// One shard failed; the table's other shards are unaffected.
+    #[error("extract: table `{table}`, shard `{shard}`: {error}")]
+    Shard {
+        table: String,
+        shard: String,
+        /// Boxed: the shard's error is large, and most results carry none.
+        #[source]
+        error: Box<ShardError>,
+    },
+}
+
+impl ExtractError {
+    /// Whether the next scheduled run may succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExtractError::Shard { error, .. } => error.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// What went wrong on one shard. Messages name the secret, variable, column, object or
+/// statement; never a password, a URL or a row value.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// The shard's connection settings are unusable (variable unset, bad URL, wrong engine).
+    #[error("configuration: {reason}")]
+    Config { reason: String },
+    /// The connection secret could not be read or is not an RDS connection secret.
+    #[error("secret {secret_id}: {reason}")]
+    Secret {
+        secret_id: String,
+        reason: String,
+        retryable: bool,
+    },
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect: {reason}")]
+    Connect { reason: String, retryable: bool },
+    /// A statement failed.
+    #[error("{what}: {reason}")]
+    Query {
+        what: String,
+        reason: String,
+        retryable: bool,
+    },
+    /// A column extract cannot read or page by (its type, a NULL key, a missing column).
+    #[error("column `{column}`: {reason}")]
+    Column { column: String, reason: String },
+    /// A replica whose delay cannot be known: no safe upper bound.
+    #[error("replica delay unknown: {reason}")]
+    ReplicaDelay { reason: String },
+    /// The lake failed.
+    #[error("lake object {key}: {source}")]
+    Lake {
+        key: String,
+        #[source]
+        source: LakeError,
+    },
+    /// A part written earlier (read to resume after it) or the state object is unreadable.
+    #[error("lake object {key} is not what extract wrote: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// Another run wrote the state meanwhile: the lease was lost.
+    #[error("state {key} was written by another run meanwhile (this run's lease expired?): nothing was committed; the next run resumes")]
+    Concurrent { key: String },
+    /// A local temporary file failed.
+    #[error("temporary part file: {reason}")]
+    TempFile { reason: String },
+}
+
+impl ShardError {
+    /// Whether trying again may succeed (network, throttling, a lost race).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ShardError::Secret { retryable, .. }
+            | ShardError::Connect { retryable, .. }
+            | ShardError::Query { retryable, .. } => *retryable,
+            ShardError::Lake { source, .. } => source.is_retryable(),
+            ShardError::Concurrent { .. } | ShardError::TempFile { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A failed statement. sqlx's database errors carry the server's message, never the
+    /// bound parameter values.
+    pub(crate) fn db(what: &str, e: sqlx::Error) -> Self {
+        ShardError::Query {
+            what: what.to_string(),
+            retryable: retryable(&e),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn lake(key: &str, source: LakeError) -> Self {
+        ShardError::Lake {
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn column(column: &str, reason: impl Into<String>) -> Self {
+        ShardError::Column {
+            column: column.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        ShardError::Config {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Network-level failures are worth a retry; a database's refusal is not.
+pub(crate) fn retryable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+    )
+}
