@@ -24,6 +24,11 @@ use sluice::config::Pipeline;
 use sluice::lake::ObjectStore;
 use sluice::transform::{TransformSummary, Transformer};
 
+/// mimalloc: the decoders allocate many small strings and maps per record (see the workspace
+/// Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
