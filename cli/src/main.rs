@@ -5,10 +5,12 @@
 //! `sluice load` loads a table's manifests into the warehouse (Redshift, or PostgreSQL);
 //! `sluice warehouse ddl` prints the warehouse tables the loader writes;
 //! `sluice cdc setup|snapshot|run|peek` sets up change data capture from PostgreSQL, copies the
-//! tables' current rows, runs the wal-decoder once, and prints a slot's pending changes.
+//! tables' current rows, runs the wal-decoder once, and prints a slot's pending changes;
+//! `sluice extract` runs the extract once: tables from their shards into `raw/`.
 
 mod cdc;
 mod demo;
+mod extract;
 mod load;
 
 use std::io::IsTerminal;
@@ -92,6 +94,28 @@ enum Command {
         #[arg(long = "manifest")]
         manifests: Vec<String>,
     },
+    /// Extract tables from their shards (MySQL, MariaDB, PostgreSQL) into raw/ as the extract
+    /// Lambda does: the next incremental range of each shard, or a full dump (docs/EXTRACT.md).
+    Extract {
+        /// The pipeline file (its tables with a [tables.source] section).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// The lake: a local directory or s3://BUCKET (parts under raw/, state under state/).
+        #[arg(long)]
+        lake: String,
+        /// A table to extract (repeat for several); default: every table with a source.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// A shard to read (repeat for several), of each table; default: all of them.
+        #[arg(long = "shard")]
+        shards: Vec<String>,
+        /// A full dump in key order, after which the incremental watermark is where it began.
+        #[arg(long)]
+        historical: bool,
+        /// Stop each shard after this many pages (run again to go on).
+        #[arg(long)]
+        max_pages: Option<u64>,
+    },
     /// Change data capture from PostgreSQL (docs/CDC.md).
     Cdc {
         #[command(subcommand)]
@@ -149,6 +173,24 @@ async fn main() -> ExitCode {
                 table: &table,
                 target: target.as_deref(),
                 manifests,
+            })
+            .await
+        }
+        Command::Extract {
+            pipeline,
+            lake,
+            tables,
+            shards,
+            historical,
+            max_pages,
+        } => {
+            extract::run(extract::ExtractArgs {
+                pipeline: &pipeline,
+                lake: &lake,
+                tables,
+                shards,
+                historical,
+                max_pages,
             })
             .await
         }

@@ -48,7 +48,8 @@ enum Kind {
         spills: usize,
         refused: usize,
     },
-    /// The EventBridge scheduled event that starts a wal-decoder run (its content is not read).
+    /// The EventBridge scheduled event that starts a wal-decoder or extract run (its content
+    /// is not read).
     Schedule,
 }
 
@@ -92,6 +93,7 @@ const SAMPLES: &[(&str, Kind, &[&str])] = &[
         Kind::Schedule,
         &["wal-decoder"],
     ),
+    ("schedule-extract.json", Kind::Schedule, &["extract"]),
 ];
 
 /// The bucket every sample names (the invoke tests replace it with one of their own).

@@ -35,6 +35,7 @@ if (streamMode !== undefined && !['PROVISIONED', 'ON_DEMAND'].includes(streamMod
   throw new Error(`context cdcStreamMode must be PROVISIONED or ON_DEMAND, not ${streamMode}`);
 }
 const schedule = ctx('cdcSchedule');
+const extractSchedule = ctx('extractSchedule');
 
 const stack = new Stack(app, ctx('stackName') ?? 'sluice', {
   env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
@@ -71,6 +72,16 @@ new Sluice(stack, 'Sluice', {
     securityGroupIds: list('cdcSecurityGroupIds'),
     slotLagAlarmBytes: num('cdcSlotLagAlarmBytes'),
     iteratorAgeAlarm: seconds('cdcIteratorAgeAlarmSeconds'),
+  } : undefined,
+  // Extraction from OLTP shards with -c extract=true (README "Deploying with CDK").
+  extract: ctx('extract') === 'true' ? {
+    schedule: extractSchedule === undefined ? undefined : events.Schedule.expression(extractSchedule),
+    timeout: seconds('extractTimeoutSeconds'),
+    memorySize: num('extractMemorySize'),
+    shardSecretArns: list('extractShardSecretArns'),
+    subnetIds: list('extractSubnetIds'),
+    securityGroupIds: list('extractSecurityGroupIds'),
+    lagAlarm: seconds('extractLagAlarmSeconds'),
   } : undefined,
 });
 if (ctx('nag') !== 'false') Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -25,6 +25,9 @@ const WILDCARD_REASONS: Record<string, string> = {
   Spill: 'objects under spill/cdc/ only: one per change too large for a Kinesis record, keyed by its LSN',
   WriteRawChanges: 'objects under raw/cdc/ and quarantine/_cdc-sink/ only: one per table and batch of the stream',
   ReadSpill: 'objects under spill/cdc/ only: named by the pointer records on the stream',
+  RawParts: "objects under raw/ only: each table's parts (raw_prefix comes from the pipeline file), keyed by shard, range and index at run time",
+  ExtractState: "objects under state/extract/ only: each table's and shard's lease and watermark",
+  ShardSecrets: "the shards' secrets as given: a wildcard only where the caller wrote one (a secret's ARN ends in a random suffix)",
   VpcNetworkInterfaces:
     "Lambda creates and deletes the function's network interfaces in the VPC with its role (as AWSLambdaVPCAccessExecutionRole): EC2's Describe actions take no resource, and the interfaces' ids are not known in advance",
 };

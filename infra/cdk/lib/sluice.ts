@@ -30,6 +30,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
 import { addCdc, SluiceCdcProps, SluiceCdcResources } from './cdc';
+import { addExtract, SluiceExtractProps, SluiceExtractResources } from './extract';
 import { acknowledgeNagFindings } from './nag';
 
 /** The warehouse the loader writes: a Serverless workgroup or a provisioned cluster. */
@@ -94,6 +95,11 @@ export interface SluiceProps {
    * template.yaml's EnableCdc. @default none
    */
   readonly cdc?: SluiceCdcProps;
+  /**
+   * Extraction from OLTP shards on a schedule (the pipeline's `[tables.source]` sections), as
+   * template.yaml's EnableExtract. @default none
+   */
+  readonly extract?: SluiceExtractProps;
 }
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -111,6 +117,8 @@ export class Sluice extends Construct {
   public readonly copyRoleArn: string;
   /** The CDC path, when `cdc` is set. */
   public readonly cdc?: SluiceCdcResources;
+  /** The extract function, when `extract` is set. */
+  public readonly extract?: SluiceExtractResources;
 
   constructor(scope: Construct, id: string, props: SluiceProps) {
     super(scope, id);
@@ -470,10 +478,14 @@ export class Sluice extends Construct {
       targets: [new targets.SnsTopic(this.alarmTopic)],
     });
 
+    const shared = {
+      prefix, manifestPath, logRetention, environment: env, pipelineArn, bucketArn, objects, logsStatement, alarmAction: action,
+    };
     if (props.cdc) {
-      this.cdc = addCdc(this, props.cdc, {
-        prefix, manifestPath, logRetention, environment: env, pipelineArn, bucketArn, objects, logsStatement, alarmAction: action,
-      });
+      this.cdc = addCdc(this, props.cdc, shared);
+    }
+    if (props.extract) {
+      this.extract = addExtract(this, props.extract, { ...shared, alarmTopicArn: this.alarmTopic.topicArn });
     }
 
     acknowledgeNagFindings(this);

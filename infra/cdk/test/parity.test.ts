@@ -22,7 +22,17 @@ const secret = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rs-AbCdEf';
 function parameters(props: SluiceProps): Record<string, string> {
   const rs = props.redshift;
   const cdc = props.cdc;
+  const ex = props.extract;
   return {
+    ...(ex ? {
+      EnableExtract: 'true',
+      ExtractSchedule: (ex.schedule ?? events.Schedule.rate(Duration.hours(1))).expressionString,
+      ExtractTimeout: String((ex.timeout ?? Duration.seconds(900)).toSeconds()),
+      ExtractMemorySize: String(ex.memorySize ?? 1024),
+      ExtractShardSecretArns: (ex.shardSecretArns ?? []).join(','),
+      ExtractSubnetIds: (ex.subnetIds ?? []).join(','),
+      ExtractSecurityGroupIds: (ex.securityGroupIds ?? []).join(','),
+    } : { EnableExtract: 'false' }),
     ...(cdc ? {
       EnableCdc: 'true',
       CdcStreamMode: cdc.streamMode ?? 'PROVISIONED',
@@ -52,13 +62,25 @@ function parameters(props: SluiceProps): Record<string, string> {
 }
 
 // One synthesis per Redshift sign-in (and one with a given COPY role and no hash key), each
-// compared with template.yaml evaluated for the same parameter values; two with the CDC path,
-// with its defaults and with every option (on-demand stream, a source secret, a VPC).
+// compared with template.yaml evaluated for the same parameter values; two with the CDC path
+// and extract, with their defaults and with every option (on-demand stream, a source secret,
+// shard secrets, a VPC).
 const VARIANTS: Record<string, Partial<SluiceProps>> = {
   'workgroup-iam': {},
-  'cluster-db-user': { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' }, cdc: {} },
+  'cluster-db-user': { redshift: { clusterIdentifier: 'c1', dbUser: 'loader' }, cdc: {}, extract: {} },
   'cluster-secret': {
     redshift: { clusterIdentifier: 'c1', secretArn: secret },
+    extract: {
+      schedule: events.Schedule.rate(Duration.minutes(30)),
+      timeout: Duration.seconds(600),
+      memorySize: 2048,
+      shardSecretArns: [
+        'arn:aws:secretsmanager:eu-west-1:111111111111:secret:shard-eu1-AbCdEf',
+        'arn:aws:secretsmanager:eu-west-1:111111111111:secret:shard-us1-GhIjKl',
+      ],
+      subnetIds: ['subnet-0aaaaaaaaaaaaaaa1', 'subnet-0aaaaaaaaaaaaaaa2'],
+      securityGroupIds: ['sg-0aaaaaaaaaaaaaaa1'],
+    },
     cdc: {
       streamMode: kinesis.StreamMode.ON_DEMAND,
       schedule: events.Schedule.rate(Duration.minutes(5)),
@@ -101,10 +123,11 @@ test('template.yaml and the construct agree for every variant', () => {
   for (const name of Object.keys(VARIANTS)) {
     assert.match(r.out, new RegExp(`\\[${name}\\] parity: \\d+ functions and roles`));
   }
-  // Two functions and two roles (four functions with CDC); the given COPY role is not the stack's.
+  // Two functions and two roles (five functions with CDC and extract); the given COPY role is
+  // not the stack's.
   assert.match(r.out, /\[workgroup-iam\] parity: 4 functions and roles/);
-  assert.match(r.out, /\[cluster-db-user\] parity: 6 functions and roles/);
-  assert.match(r.out, /\[cluster-secret\] parity: 6 functions and roles/);
+  assert.match(r.out, /\[cluster-db-user\] parity: 7 functions and roles/);
+  assert.match(r.out, /\[cluster-secret\] parity: 7 functions and roles/);
   assert.match(r.out, /\[workgroup-secret-given-copy-role\] parity: 3 functions and roles/);
 });
 
@@ -206,4 +229,30 @@ test('the VPC of wal-decoder is compared', () => {
   const r = parity(mutated('other-subnets', (s) => s.replace('SubnetIds: !Ref CdcSubnetIds', 'SubnetIds: [subnet-0aaaaaaaaaaaaaaaa]')));
   assert.equal(r.status, 1, r.out);
   assert.match(r.out, /\[cluster-secret\] wal-decoder: settings \('vpc', \('subnet-0aaaaaaaaaaaaaaaa',\), \('sg-0123456789abcdef0',\)\) in template.yaml only/);
+});
+
+test("extract's reserved concurrency dropped from template.yaml fails the check", () => {
+  const r = parity(mutated('extract-concurrency', (s) => s.replace(
+    'MemorySize: !Ref ExtractMemorySize\n      # Scheduled runs never overlap; a `sluice extract` beside them is kept apart by the\n      # shards\' leases in state/extract/.\n      ReservedConcurrentExecutions: 1\n',
+    'MemorySize: !Ref ExtractMemorySize\n')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-db-user\] extract: settings \('reserved-concurrency', 1\) in the CDK app only/);
+  assert.doesNotMatch(r.out, /wal-decoder/);
+});
+
+test("extract's state prefix widened in template.yaml fails the check", () => {
+  const r = parity(mutated('extract-state', (s) => s.replace('${LakeBucketName}/state/extract/*', '${LakeBucketName}/state/*')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-db-user\] extract: grants \('s3:putobject', 'arn:<partition>:s3:::<lake>\/state\/\*', '\{\}'\) in template.yaml only/);
+});
+
+test("extract's shard secrets, VPC and schedule are compared", () => {
+  const r = parity(mutated('extract-options', (s) => s
+    .replace('Resource: !Ref ExtractShardSecretArns', 'Resource: "*"')
+    .replace('SubnetIds: !Ref ExtractSubnetIds', 'SubnetIds: [subnet-0bbbbbbbbbbbbbbbb]')
+    .replace('Schedule: !Ref ExtractSchedule', 'Schedule: rate(1 day)')));
+  assert.equal(r.status, 1, r.out);
+  assert.match(r.out, /\[cluster-secret\] extract: grants \('secretsmanager:getsecretvalue', '\*', '\{\}'\) in template.yaml only/);
+  assert.match(r.out, /\[cluster-secret\] extract: settings \('vpc', \('subnet-0bbbbbbbbbbbbbbbb',\), \('sg-0aaaaaaaaaaaaaaa1',\)\) in template.yaml only/);
+  assert.match(r.out, /\[cluster-db-user\] extract: events \('rule', 'rate\(1 day\)', 'null'\) in template.yaml only/);
 });

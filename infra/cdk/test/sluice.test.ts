@@ -290,3 +290,74 @@ test('cdk-nag AwsSolutions with the CDC path in a VPC: no finding left unacknowl
   const report = nagFindings(cdc.stack);
   assert.deepEqual(report.violations.map((v) => v.ruleName), []);
 });
+
+// ---- extract -------------------------------------------------------------------------------
+
+const EXTRACT_VPC = {
+  shardSecretArns: ['arn:aws:secretsmanager:eu-west-1:111111111111:secret:shard-eu1-AbCdEf'],
+  subnetIds: ['subnet-0123456789abcdef0'],
+  securityGroupIds: ['sg-0123456789abcdef0'],
+};
+const ex = synth({ extract: EXTRACT_VPC });
+const exJson = ex.template.toJSON();
+
+test('extract: one run at a time on an hourly schedule, in the VPC, retried twice', () => {
+  const fn = logical(ex.template, 'AWS::Lambda::Function', /ExtractFunction/);
+  ex.template.hasResourceProperties('AWS::Lambda::Function', {
+    FunctionName: 'SluiceTest-extract',
+    Runtime: 'provided.al2023',
+    Architectures: ['arm64'],
+    Handler: 'bootstrap',
+    Timeout: 900,
+    MemorySize: 1024,
+    ReservedConcurrentExecutions: 1,
+    VpcConfig: { SubnetIds: EXTRACT_VPC.subnetIds, SecurityGroupIds: EXTRACT_VPC.securityGroupIds },
+    Environment: { Variables: { SLUICE_PIPELINE: 's3://sluice-lake-test/_sluice/pipeline.toml', SLUICE_LAKE: 's3://sluice-lake-test' } },
+  });
+  ex.template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+    FunctionName: { Ref: fn }, MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 1800,
+  });
+  ex.template.hasResourceProperties('AWS::Events::Rule', {
+    ScheduleExpression: 'rate(1 hour)',
+    Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [fn, 'Arn'] } })],
+  });
+  assert.equal(ofTypeIn(exJson, 'AWS::Lambda::Function').length, 3);
+});
+
+test('extract: its role writes raw/ and state/extract/ only, reads the shard secrets, never deletes', () => {
+  const role = exJson.Resources[logical(ex.template, 'AWS::IAM::Role', /ExtractFunctionRole/)];
+  const statements = role.Properties.Policies[0].PolicyDocument.Statement;
+  assert.deepEqual(statements.map((st: { Sid: string }) => st.Sid),
+    ['Logs', 'ReadPipeline', 'RawParts', 'ExtractState', 'ListLake', 'ShardSecrets', 'VpcNetworkInterfaces']);
+  const text = JSON.stringify(statements);
+  assert.doesNotMatch(text, /DeleteObject/);
+  const secrets = statements.find((st: { Sid: string }) => st.Sid === 'ShardSecrets');
+  assert.deepEqual(secrets.Resource, EXTRACT_VPC.shardSecretArns[0]);
+  const plain = synth({ extract: {} }).template;
+  const plainRole = plain.toJSON().Resources[logical(plain, 'AWS::IAM::Role', /ExtractFunctionRole/)];
+  assert.deepEqual(plainRole.Properties.Policies[0].PolicyDocument.Statement.map((st: { Sid: string }) => st.Sid),
+    ['Logs', 'ReadPipeline', 'RawParts', 'ExtractState', 'ListLake']);
+  assert.doesNotMatch(JSON.stringify(plain.toJSON()), /VpcConfig/);
+  assert.throws(() => synth({ extract: { subnetIds: ['subnet-0123456789abcdef0'] } }), /extract.subnetIds and extract.securityGroupIds go together/);
+});
+
+test('extract: errors and the lag (ExtractLagSeconds over every table and shard) alarm to the topic', () => {
+  const topic = ofTypeIn(exJson, 'AWS::SNS::Topic')[0][0];
+  ex.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    Namespace: 'AWS/Lambda', MetricName: 'Errors', Threshold: 1,
+    Dimensions: [{ Name: 'FunctionName', Value: { Ref: logical(ex.template, 'AWS::Lambda::Function', /ExtractFunction/) } }],
+  });
+  ex.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    Metrics: [Match.objectLike({ Expression: Match.stringLikeRegexp('MAX\\(ExtractLagSeconds\\) FROM SCHEMA\\("Sluice", "Function", "Table", "Shard"\\)'), Period: 3600 })],
+    Threshold: 10800,
+    ComparisonOperator: 'GreaterThanThreshold',
+  });
+  const names = ofTypeIn(exJson, 'AWS::CloudWatch::Alarm').map(([id]) => id.replace(/^Sluice/, '').replace(/[0-9A-F]{8}$/, ''));
+  for (const n of ['ExtractErrorsAlarm', 'ExtractLagAlarm']) assert.ok(names.includes(n), n);
+  for (const [, a] of ofTypeIn(exJson, 'AWS::CloudWatch::Alarm')) assert.deepEqual(a.Properties.AlarmActions, [{ Ref: topic }]);
+});
+
+test('cdk-nag AwsSolutions with extract in a VPC: no finding left unacknowledged', () => {
+  const report = nagFindings(ex.stack);
+  assert.deepEqual(report.violations.map((v) => v.ruleName), []);
+});
