@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Row};
 
@@ -535,4 +536,67 @@ async fn rounds_of_changes_reach_raw_curated_and_the_warehouse_exactly_once() {
         "id 1 of every shard: `_shard` is in the merge key"
     );
     w.cleanup().await;
+}
+
+/// The benchmark's pipeline (`bench/extract.toml`, run by `bench/extract.sh` through `sluice
+/// extract`) reads its two tables from a `bench_orders` shaped as
+/// `../shared/bench/extract_schema_mariadb.sql` makes it: the whole table, and the query limited
+/// to order ids up to 100,000 (rows 99,990 to 100,010 here, so the limit cuts them).
+#[tokio::test]
+async fn the_bench_pipeline_reads_its_tables() {
+    let shards = MyShards::create(1).await;
+    shards
+        .exec_all(
+            "CREATE TABLE bench_orders (order_id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, \
+             status VARCHAR(16) NOT NULL, amount DECIMAL(12,2) NOT NULL, note TEXT, \
+             created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL, \
+             KEY updated_key (updated_at, order_id))",
+        )
+        .await;
+    shards
+        .exec_all(
+            "INSERT INTO bench_orders SELECT seq, seq % 50000, ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'), \
+             (seq % 100000) / 100, IF(seq % 10 = 0, NULL, CONCAT('note \"', seq, '\", with comma')), \
+             TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND, \
+             TIMESTAMP'2024-01-01 00:00:00' + INTERVAL (seq DIV 3) SECOND FROM seq_99990_to_100010",
+        )
+        .await;
+    std::env::set_var("SLUICE_BENCH_MYSQL_URL", shards.url(0));
+    let path = sluice_tests::workspace_root().join("bench/extract.toml");
+    let text = std::fs::read_to_string(&path).expect("bench/extract.toml");
+    let pipeline = Pipeline::parse(&text, "bench/extract.toml").unwrap_or_else(|e| panic!("{e}"));
+    let lake = lake();
+    let ex = Extractor::new(Arc::new(pipeline), lake.store.clone());
+    for (table, first, last) in [
+        ("bench_orders", 99_990, 100_010),
+        ("bench_orders_100k", 99_990, 100_000),
+    ] {
+        let r = ex
+            .run_table(table, Shards::All, Mode::Incremental, limits())
+            .await
+            .expect("run");
+        assert!(extracted(&r[0]).complete, "{table}");
+        let rows: Vec<_> = raw_rows(lake.store.as_ref(), &format!("raw/{table}/"))
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        let ids: Vec<i64> = rows.iter().filter_map(|r| r["order_id"].as_i64()).collect();
+        assert_eq!(
+            ids,
+            (first..=last).collect::<Vec<_>>(),
+            "{table}: (updated_at, key) order"
+        );
+        let row = &rows[0];
+        assert_eq!(
+            (&row["amount"], &row["note"], &row["updated_at"]),
+            (
+                &Value::from("999.90"),
+                &Value::Null,
+                &Value::from("2024-01-01T09:15:30.000000Z")
+            ),
+            "{table}: order 99,990"
+        );
+    }
+    shards.drop_all().await;
 }
