@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod versions;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
