@@ -103,6 +103,35 @@ impl Pager<'_> {
     }
 }
 
+/// Fails when a row has a NULL `updated_at`: the range's bound would skip it silently.
+pub(crate) async fn refuse_null_updated_at(
+    conn: &mut Conn,
+    select: &Select,
+    d: &Described,
+) -> Result<(), ShardError> {
+    let sql = select.null_updated_at_sql(d);
+    let what = "looking for rows with a NULL updated_at";
+    let found = match conn {
+        Conn::My(c) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(c)
+            .await
+            .map_err(|e| ShardError::db(what, e))?
+            .is_some(),
+        Conn::Pg(c) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(c)
+            .await
+            .map_err(|e| ShardError::db(what, e))?
+            .is_some(),
+    };
+    if found {
+        return Err(ShardError::column(
+            &d.columns[d.updated_at].name,
+            "has rows where it is NULL: extract could never read them (no range includes a NULL); set it on every row",
+        ));
+    }
+    Ok(())
+}
+
 fn read_error(e: sqlx::Error) -> ShardError {
     ShardError::db("reading a page", e)
 }

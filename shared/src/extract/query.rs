@@ -94,6 +94,16 @@ impl Select {
         format!("SELECT {} FROM {}", self.list, self.from)
     }
 
+    /// Whether any row has a NULL `updated_at`: such a row is never inside a range's bound
+    /// (`ua <= upper` is not true for NULL), so it would be skipped without a word.
+    pub(crate) fn null_updated_at_sql(&self, d: &Described) -> String {
+        format!(
+            "SELECT 1 FROM {} WHERE {} IS NULL LIMIT 1",
+            self.from,
+            quote(self.engine, &d.columns[d.updated_at].name)
+        )
+    }
+
     /// One page after `cursor`, up to `upper` (an ISO-8601 UTC timestamp), in keyset order.
     pub(crate) fn page(
         &self,
