@@ -5,8 +5,31 @@
 
 mod extract_support;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection};
+
 use extract_support::*;
-use sluice::extract::{Extractor, Mode, ShardOutcome, Shards};
+use sluice::extract::{ExtractError, Extractor, Mode, ShardOutcome, Shards};
+use sluice::lake::layout::extract_lease_key;
+use sluice::lake::ObjectStore;
+use sluice_tests::{pg_url, unique_name};
+
+async fn pg_exec(c: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// `pg_url()` with another user and password.
+fn pg_url_as(user: &str, password: &str) -> String {
+    let url = pg_url();
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}:{password}@{host}")
+}
 
 /// The error of a failed shard's only report, as text.
 async fn failure(ex: &Extractor) -> String {
@@ -53,5 +76,102 @@ async fn a_null_updated_at_fails_the_shard_naming_the_column() {
         .await
         .expect("run");
     assert_eq!(extracted(&r[0]).rows, 2);
+    shards.drop_all().await;
+}
+
+/// A role whose sessions default to Paris time writes `timestamp without time zone` in Paris
+/// time: extract refuses it as the watermark, naming the column and the zone; the same table
+/// through a role in UTC is read.
+#[tokio::test]
+async fn a_zoneless_updated_at_on_a_source_not_in_utc_fails_naming_column_and_zone() {
+    let mut c = PgConnection::connect(&pg_url()).await.expect("pg");
+    let s = unique_name("xz");
+    let (paris, utc) = (format!("{s}_paris"), format!("{s}_utc"));
+    pg_exec(&mut c, &format!("CREATE SCHEMA {s}")).await;
+    pg_exec(&mut c, &format!("CREATE TABLE {s}.items (id int8 PRIMARY KEY, v int4 NOT NULL, note text, updated_at timestamp NOT NULL)")).await;
+    pg_exec(&mut c, &format!("INSERT INTO {s}.items VALUES (1, 1, NULL, '2020-01-01')")).await;
+    for (role, zone) in [(&paris, "Europe/Paris"), (&utc, "UTC")] {
+        pg_exec(&mut c, &format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER ROLE {role} SET TimeZone = '{zone}'; GRANT USAGE ON SCHEMA {s} TO {role}; GRANT SELECT ON {s}.items TO {role}")).await;
+    }
+    let run = |user: &str| {
+        let var = url_env(&pg_url_as(user, "pw"));
+        let p = items_pipeline_from(
+            "postgres",
+            &shards_toml(&[("pg", &var)]),
+            &format!("{s}.items"),
+            "safety_lag_secs = 0",
+        );
+        Extractor::new(p, lake().store.clone())
+    };
+    let e = failure(&run(&paris)).await;
+    assert!(
+        e.contains("column `updated_at`") && e.contains("`Europe/Paris`") && e.contains("shard `pg`"),
+        "{e}"
+    );
+    let r = run(&utc)
+        .run_table("items", Shards::All, Mode::Incremental, limits())
+        .await
+        .expect("run");
+    assert_eq!(extracted(&r[0]).rows, 1);
+    pg_exec(&mut c, &format!("DROP SCHEMA {s} CASCADE; DROP ROLE {paris}; DROP ROLE {utc}")).await;
+}
+
+const ITEMS: &str =
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, v INT NOT NULL, note VARCHAR(100) NULL, \
+    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), \
+    KEY (updated_at, id))";
+
+/// Run A is held before its first part; its lease is lost (gone, as if expired) and run B
+/// takes the shard over and writes the range's first part without row 2, which moved on. A
+/// then finds the part there: it stops with a retryable error naming the part and leaves B's
+/// part as B wrote it.
+#[tokio::test]
+async fn a_run_that_lost_its_lease_does_not_overwrite_the_next_runs_part() {
+    let shards = MyShards::create(1).await;
+    shards.exec_all(ITEMS).await;
+    shards
+        .exec_all("INSERT INTO items (id, v, updated_at) VALUES (1, 1, '2020-01-01'), (2, 1, '2020-01-01'), (3, 1, '2020-01-01')")
+        .await;
+    let var = url_env(&shards.url(0));
+    let p = items_pipeline("mysql", &shards_toml(&[("s0", &var)]), "safety_lag_secs = 0");
+    let base = lake();
+    let wrapped = Arc::new(Wrapped::new(base.store.clone()));
+    wrapped.hold.store(true, Ordering::SeqCst);
+    let a = Extractor::new(p.clone(), wrapped.clone()).with_owner("run-a");
+    let running = tokio::spawn(async move {
+        a.run_table("items", Shards::All, Mode::Incremental, limits())
+            .await
+    });
+    wrapped.reached.notified().await;
+    base.store
+        .delete(&extract_lease_key("items", "s0"))
+        .await
+        .expect("lease gone");
+    shards
+        .exec_all("UPDATE items SET v = 2 WHERE id = 2")
+        .await;
+    let b = Extractor::new(p, base.store.clone()).with_owner("run-b");
+    let r = b
+        .run_table("items", Shards::All, Mode::Incremental, limits())
+        .await
+        .expect("run b");
+    assert!(extracted(&r[0]).resumed, "B continues A's recorded range");
+    let before = raw_rows(base.store.as_ref(), "raw/items/").await;
+    let ids = |rows: &std::collections::BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>>| -> Vec<i64> {
+        rows.values().flatten().map(|r| r["id"].as_i64().expect("id")).collect()
+    };
+    assert_eq!(ids(&before), vec![1, 3], "row 2 left the range");
+    wrapped.go.notify_one();
+    let done = running.await.expect("join").expect("run a");
+    let ShardOutcome::Failed(e) = &done[0].outcome else {
+        panic!("A must fail: {:?}", done[0].outcome);
+    };
+    assert!(
+        e.to_string().contains("part-00000") && e.to_string().contains("another run"),
+        "{e}"
+    );
+    assert!(e.is_retryable(), "{e}");
+    assert!(matches!(e, ExtractError::Shard { .. }));
+    assert_eq!(raw_rows(base.store.as_ref(), "raw/items/").await, before, "B's part stands");
     shards.drop_all().await;
 }

@@ -88,6 +88,13 @@ pub enum ShardError {
     /// Another run wrote the state meanwhile: the lease was lost.
     #[error("state {key} was written by another run meanwhile (this run's lease expired?): nothing was committed; the next run resumes")]
     Concurrent { key: String },
+    /// A part this run was about to write exists: another run took the shard over (this run's
+    /// lease expired). Nothing of it was overwritten; the next run resumes after that part.
+    #[error("part {key} was written by another run meanwhile (this run's lease expired?): this run stops; the next run resumes")]
+    PartExists { key: String },
+    /// The lease expires (less a margin) before another page could be read and written.
+    #[error("the lease on {key} runs out before another page: this run stops so that no other run's parts are touched; the next run resumes")]
+    LeaseExpiring { key: String },
     /// A local temporary file failed.
     #[error("temporary part file: {reason}")]
     TempFile { reason: String },
@@ -101,7 +108,10 @@ impl ShardError {
             | ShardError::Connect { retryable, .. }
             | ShardError::Query { retryable, .. } => *retryable,
             ShardError::Lake { source, .. } => source.is_retryable(),
-            ShardError::Concurrent { .. } | ShardError::TempFile { .. } => true,
+            ShardError::Concurrent { .. }
+            | ShardError::PartExists { .. }
+            | ShardError::LeaseExpiring { .. }
+            | ShardError::TempFile { .. } => true,
             _ => false,
         }
     }

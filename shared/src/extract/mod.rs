@@ -43,6 +43,7 @@ mod source;
 pub mod state;
 mod values;
 mod writer;
+mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -54,6 +54,9 @@ pub(crate) struct Pager<'a> {
     pub described: &'a Described,
     pub upper: &'a str,
     pub page_rows: u32,
+    /// The lease's key and when it runs out (less a margin): no page starts that could end
+    /// after it, since another run may then write this range's parts.
+    pub lease: (&'a str, Instant),
 }
 
 impl Pager<'_> {
@@ -80,6 +83,11 @@ impl Pager<'_> {
                 });
             }
             let started = Instant::now();
+            if started + longest > self.lease.1 {
+                return Err(ShardError::LeaseExpiring {
+                    key: self.lease.0.to_string(),
+                });
+            }
             let q = self
                 .select
                 .page(self.described, &cursor, self.upper, self.page_rows)?;

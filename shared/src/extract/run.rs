@@ -14,6 +14,7 @@ use super::query::Select;
 use super::source::{self, Clock, Conn};
 use super::state::{self, Acquired, Cursor, RunKind, RunRecord, ShardState};
 use super::writer::{last_row, PartSink, RowEncoder};
+use super::zone;
 use super::{Mode, ShardOutcome, ShardStats};
 use crate::config::{ShardConfig, SourceConfig, TableConfig};
 use crate::lake::layout::{
@@ -24,6 +25,10 @@ use crate::lake::ObjectStore;
 /// The lease outlives the run's deadline by this much: a crashed run blocks the next one for
 /// at most the rest of its own time and this margin.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// A run stops writing this long before its lease expires by its own clock: another run's
+/// clock, which decides when it may take over, may be ahead.
+const LEASE_SKEW: Duration = Duration::from_secs(30);
 
 /// What one shard's run needs.
 pub(crate) struct ShardJob<'a> {
@@ -40,6 +45,7 @@ pub(crate) struct ShardJob<'a> {
 /// Runs one shard under its lease. A held lease is a `Busy` outcome before anything is read.
 pub(crate) async fn run_shard(job: &ShardJob<'_>) -> Result<ShardOutcome, ShardError> {
     let key = extract_lease_key(&job.table.name, &job.shard.id);
+    let taken = Instant::now();
     let ttl = job
         .limits
         .deadline
@@ -53,7 +59,8 @@ pub(crate) async fn run_shard(job: &ShardJob<'_>) -> Result<ShardOutcome, ShardE
         }
         Err(e) => return Err(ShardError::lake(&key, e)),
     };
-    let result = locked(job).await;
+    let lease_until = (taken + ttl).checked_sub(LEASE_SKEW).unwrap_or(taken);
+    let result = locked(job, (&key, lease_until)).await;
     if let Err(e) = state::release_lease(job.store, &lease).await {
         // It expires by itself; the run's result stands.
         tracing::warn!(key = %key, error = %e, "extract lease not released");
@@ -68,11 +75,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn locked(job: &ShardJob<'_>) -> Result<ShardStats, ShardError> {
+/// The lease's key and the instant it is held until, less the skew allowed for.
+type LeaseUntil<'a> = (&'a str, Instant);
+
+async fn locked(job: &ShardJob<'_>, lease: LeaseUntil<'_>) -> Result<ShardStats, ShardError> {
     let key = extract_state_key(&job.table.name, &job.shard.id);
     let (state, etag) = state::read_state(job.store, &key).await?;
     let mut conn = source::connect(job.source.engine, job.shard, job.secrets).await?;
-    let result = extract(&mut conn, job, &key, state, etag).await;
+    let result = extract(&mut conn, job, &key, state, etag, lease).await;
     conn.close().await;
     result
 }
@@ -95,6 +105,7 @@ async fn extract(
     key: &str,
     mut st: ShardState,
     mut etag: Option<String>,
+    lease: LeaseUntil<'_>,
 ) -> Result<ShardStats, ShardError> {
     let src = job.source;
     let clock = source::clock(conn).await?;
@@ -112,6 +123,7 @@ async fn extract(
         src.soft_delete_column.as_deref(),
     )
     .await?;
+    zone::check_updated_at(conn, &described).await?;
     let upper = upper_bound(&clock, src.safety_lag_secs);
     let now = iso(clock.now);
     let mut stats = ShardStats::new(&now, clock.replica_delay);
@@ -150,6 +162,7 @@ async fn extract(
         described: &described,
         upper: &run.upper,
         page_rows: src.page_rows,
+        lease,
     };
     let ended = pager
         .run(conn, &mut enc, &mut sink, cursor, &job.limits)

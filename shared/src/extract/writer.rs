@@ -16,7 +16,7 @@ use super::error::ShardError;
 use super::state::Cursor;
 use super::values::{self, Kind};
 use crate::lake::layout::extract_part_key;
-use crate::lake::ObjectStore;
+use crate::lake::{LakeError, ObjectStore, PutMode};
 
 /// Builds one row's JSON line at a time, and remembers where its watermark and key values are
 /// so that the last row of a page becomes the cursor.
@@ -243,10 +243,7 @@ impl<'a> PartSink<'a> {
         let bytes = file.metadata().map_err(temp_err)?.len();
         drop(file);
         let key = extract_part_key(&self.run_prefix, self.next_index);
-        self.store
-            .put_file_moving(&key, &open.path)
-            .await
-            .map_err(|e| ShardError::lake(&key, e))?;
+        self.upload(&key, &open.path, bytes).await?;
         tracing::info!(key = %key, rows = open.rows, bytes, "extract part written");
         self.next_index += 1;
         self.rows += open.rows;
@@ -255,6 +252,38 @@ impl<'a> PartSink<'a> {
         Ok(())
     }
 }
+
+impl PartSink<'_> {
+    /// Writes a part only where none is: a resumed run continues with the next index, so an
+    /// existing key means another run took the shard over. Up to `CREATE_MAX_BYTES` the part
+    /// goes up with create-if-absent; a larger one (the lake's file upload has no condition) is
+    /// checked first, which leaves a window only as wide as its upload.
+    async fn upload(&self, key: &str, path: &std::path::Path, bytes: u64) -> Result<(), ShardError> {
+        let lake = |e| ShardError::lake(key, e);
+        let exists = || ShardError::PartExists {
+            key: key.to_string(),
+        };
+        if bytes <= CREATE_MAX_BYTES {
+            let body = std::fs::read(path).map_err(temp_err)?;
+            return match self.store.put(key, body.into(), PutMode::Create).await {
+                Ok(_) => Ok(()),
+                Err(LakeError::AlreadyExists { .. }) => Err(exists()),
+                Err(e) => Err(lake(e)),
+            };
+        }
+        match self.store.head(key).await {
+            Ok(_) => return Err(exists()),
+            Err(LakeError::NotFound { .. }) => {}
+            Err(e) => return Err(lake(e)),
+        }
+        self.store.put_file_moving(key, path).await.map_err(lake)?;
+        Ok(())
+    }
+}
+
+/// The largest part written with create-if-absent, read into memory for it (a part of the
+/// default 100,000 rows is a few MB compressed).
+const CREATE_MAX_BYTES: u64 = 64 << 20;
 
 /// The rows of a part, in order: what the transform will read (for tests and tools).
 pub fn read_part(gz: &[u8]) -> Result<Vec<Map<String, Value>>, String> {

@@ -281,6 +281,9 @@ impl ObjectStore for Wrapped {
         if clears_run && self.fail_commit.load(Ordering::SeqCst) {
             return Err(Self::injected(key));
         }
+        if key.ends_with(".jsonl.gz") {
+            self.before_part(key).await?;
+        }
         self.inner.put(key, body, mode).await
     }
     async fn put_file(&self, key: &str, path: &Path) -> Result<PutResult, LakeError> {
