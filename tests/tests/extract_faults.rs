@@ -58,11 +58,18 @@ async fn a_null_updated_at_fails_the_shard_naming_the_column() {
         )
         .await;
     let var = url_env(&shards.url(0));
-    let p = items_pipeline("mysql", &shards_toml(&[("s0", &var)]), "safety_lag_secs = 0");
+    let p = items_pipeline(
+        "mysql",
+        &shards_toml(&[("s0", &var)]),
+        "safety_lag_secs = 0",
+    );
     let lake = lake();
     let ex = Extractor::new(p, lake.store.clone());
     let e = failure(&ex).await;
-    assert!(e.contains("column `updated_at`") && e.contains("NULL"), "{e}");
+    assert!(
+        e.contains("column `updated_at`") && e.contains("NULL"),
+        "{e}"
+    );
     assert!(
         versions(lake.store.as_ref(), "raw/items/").await.is_empty(),
         "nothing written while a row would be skipped"
@@ -89,7 +96,11 @@ async fn a_zoneless_updated_at_on_a_source_not_in_utc_fails_naming_column_and_zo
     let (paris, utc) = (format!("{s}_paris"), format!("{s}_utc"));
     pg_exec(&mut c, &format!("CREATE SCHEMA {s}")).await;
     pg_exec(&mut c, &format!("CREATE TABLE {s}.items (id int8 PRIMARY KEY, v int4 NOT NULL, note text, updated_at timestamp NOT NULL)")).await;
-    pg_exec(&mut c, &format!("INSERT INTO {s}.items VALUES (1, 1, NULL, '2020-01-01')")).await;
+    pg_exec(
+        &mut c,
+        &format!("INSERT INTO {s}.items VALUES (1, 1, NULL, '2020-01-01')"),
+    )
+    .await;
     for (role, zone) in [(&paris, "Europe/Paris"), (&utc, "UTC")] {
         pg_exec(&mut c, &format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER ROLE {role} SET TimeZone = '{zone}'; GRANT USAGE ON SCHEMA {s} TO {role}; GRANT SELECT ON {s}.items TO {role}")).await;
     }
@@ -105,7 +116,9 @@ async fn a_zoneless_updated_at_on_a_source_not_in_utc_fails_naming_column_and_zo
     };
     let e = failure(&run(&paris)).await;
     assert!(
-        e.contains("column `updated_at`") && e.contains("`Europe/Paris`") && e.contains("shard `pg`"),
+        e.contains("column `updated_at`")
+            && e.contains("`Europe/Paris`")
+            && e.contains("shard `pg`"),
         "{e}"
     );
     let r = run(&utc)
@@ -113,7 +126,11 @@ async fn a_zoneless_updated_at_on_a_source_not_in_utc_fails_naming_column_and_zo
         .await
         .expect("run");
     assert_eq!(extracted(&r[0]).rows, 1);
-    pg_exec(&mut c, &format!("DROP SCHEMA {s} CASCADE; DROP ROLE {paris}; DROP ROLE {utc}")).await;
+    pg_exec(
+        &mut c,
+        &format!("DROP SCHEMA {s} CASCADE; DROP ROLE {paris}; DROP ROLE {utc}"),
+    )
+    .await;
 }
 
 const ITEMS: &str =
@@ -133,7 +150,11 @@ async fn a_run_that_lost_its_lease_does_not_overwrite_the_next_runs_part() {
         .exec_all("INSERT INTO items (id, v, updated_at) VALUES (1, 1, '2020-01-01'), (2, 1, '2020-01-01'), (3, 1, '2020-01-01')")
         .await;
     let var = url_env(&shards.url(0));
-    let p = items_pipeline("mysql", &shards_toml(&[("s0", &var)]), "safety_lag_secs = 0");
+    let p = items_pipeline(
+        "mysql",
+        &shards_toml(&[("s0", &var)]),
+        "safety_lag_secs = 0",
+    );
     let base = lake();
     let wrapped = Arc::new(Wrapped::new(base.store.clone()));
     wrapped.hold.store(true, Ordering::SeqCst);
@@ -147,9 +168,7 @@ async fn a_run_that_lost_its_lease_does_not_overwrite_the_next_runs_part() {
         .delete(&extract_lease_key("items", "s0"))
         .await
         .expect("lease gone");
-    shards
-        .exec_all("UPDATE items SET v = 2 WHERE id = 2")
-        .await;
+    shards.exec_all("UPDATE items SET v = 2 WHERE id = 2").await;
     let b = Extractor::new(p, base.store.clone()).with_owner("run-b");
     let r = b
         .run_table("items", Shards::All, Mode::Incremental, limits())
@@ -157,8 +176,15 @@ async fn a_run_that_lost_its_lease_does_not_overwrite_the_next_runs_part() {
         .expect("run b");
     assert!(extracted(&r[0]).resumed, "B continues A's recorded range");
     let before = raw_rows(base.store.as_ref(), "raw/items/").await;
-    let ids = |rows: &std::collections::BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>>| -> Vec<i64> {
-        rows.values().flatten().map(|r| r["id"].as_i64().expect("id")).collect()
+    let ids = |rows: &std::collections::BTreeMap<
+        String,
+        Vec<serde_json::Map<String, serde_json::Value>>,
+    >|
+     -> Vec<i64> {
+        rows.values()
+            .flatten()
+            .map(|r| r["id"].as_i64().expect("id"))
+            .collect()
     };
     assert_eq!(ids(&before), vec![1, 3], "row 2 left the range");
     wrapped.go.notify_one();
@@ -172,6 +198,123 @@ async fn a_run_that_lost_its_lease_does_not_overwrite_the_next_runs_part() {
     );
     assert!(e.is_retryable(), "{e}");
     assert!(matches!(e, ExtractError::Shard { .. }));
-    assert_eq!(raw_rows(base.store.as_ref(), "raw/items/").await, before, "B's part stands");
+    assert_eq!(
+        raw_rows(base.store.as_ref(), "raw/items/").await,
+        before,
+        "B's part stands"
+    );
+    shards.drop_all().await;
+}
+
+/// Key columns that do not identify a row: the twin of a page's last row would be skipped by
+/// the next page's `>`. The run fails naming the table and the key columns, at a page boundary
+/// (pages of 2: rows 1, 2 | 2, …) and inside a page alike.
+#[tokio::test]
+async fn rows_sharing_updated_at_and_key_fail_naming_table_and_key_columns() {
+    for page_rows in [2, 10] {
+        let shards = MyShards::create(1).await;
+        shards
+            .exec_all(
+                "CREATE TABLE items (id BIGINT NOT NULL, v INT NOT NULL, note VARCHAR(100) NULL, \
+                 updated_at DATETIME(6) NOT NULL)",
+            )
+            .await;
+        shards
+            .exec_all("INSERT INTO items (id, v, updated_at) VALUES (1, 1, '2020-01-01'), (2, 1, '2020-01-01'), (2, 2, '2020-01-01'), (3, 1, '2020-01-01')")
+            .await;
+        let var = url_env(&shards.url(0));
+        let p = items_pipeline(
+            "mysql",
+            &shards_toml(&[("s0", &var)]),
+            &format!("safety_lag_secs = 0\npage_rows = {page_rows}"),
+        );
+        let e = failure(&Extractor::new(p, lake().store.clone())).await;
+        assert!(
+            e.contains("table `items`")
+                && e.contains("(id)")
+                && e.contains("do not identify a row"),
+            "pages of {page_rows}: {e}"
+        );
+        shards.drop_all().await;
+    }
+}
+
+/// A page that fails on a row's value (a cast the value does not fit): the error keeps the
+/// SQLSTATE and the step, never the server's message, which quotes the value.
+#[tokio::test]
+async fn a_data_error_is_reported_by_its_code_without_the_value() {
+    let mut c = PgConnection::connect(&pg_url()).await.expect("pg");
+    let s = unique_name("xr");
+    pg_exec(&mut c, &format!("CREATE SCHEMA {s}; CREATE TABLE {s}.items (id int8 PRIMARY KEY, v int4 NOT NULL, note text, updated_at timestamptz NOT NULL); INSERT INTO {s}.items VALUES (1, 1, 'secret-value-42', '2020-01-01')")).await;
+    pg_exec(&mut c, &format!("CREATE VIEW {s}.items_v AS SELECT id, v, CAST(CAST(note AS int4) AS text) AS note, updated_at FROM {s}.items")).await;
+    let var = url_env(&pg_url());
+    let p = items_pipeline_from(
+        "postgres",
+        &shards_toml(&[("pg", &var)]),
+        &format!("{s}.items_v"),
+        "safety_lag_secs = 0",
+    );
+    let e = failure(&Extractor::new(p, lake().store.clone())).await;
+    assert!(e.contains("SQLSTATE 22P02"), "{e}");
+    assert!(!e.contains("secret-value-42"), "{e}");
+    pg_exec(&mut c, &format!("DROP SCHEMA {s} CASCADE")).await;
+}
+
+/// A declared column whose PII rule drops it is never selected: it is not in `raw/`.
+#[tokio::test]
+async fn a_dropped_pii_column_is_not_selected() {
+    let shards = MyShards::create(1).await;
+    shards.exec_all(ITEMS).await;
+    shards
+        .exec_all(
+            "INSERT INTO items (id, v, note, updated_at) VALUES (1, 1, 'private', '2020-01-01')",
+        )
+        .await;
+    let var = url_env(&shards.url(0));
+    let text = format!(
+        r#"
+[[tables]]
+name = "items"
+raw_prefix = "raw/items/"
+format = "jsonl"
+null_tokens = []
+partition_by = "updated_at"
+dedup = {{ key = ["id"], order_by = "updated_at" }}
+catalog = {{ database = "lake" }}
+warehouse = {{ schema = "shop", merge_keys = ["_shard", "id"], version_column = "updated_at" }}
+columns = [
+  {{ name = "id", type = "int", required = true }},
+  {{ name = "v", type = "int" }},
+  {{ name = "note", type = "string", pii = {{ action = "drop" }} }},
+  {{ name = "updated_at", type = "timestamp", required = true }},
+  {{ name = "_shard", type = "string" }},
+  {{ name = "_op", type = "string" }},
+]
+
+[tables.source]
+engine = "mysql"
+{}
+table = "items"
+key_columns = ["id"]
+updated_at_column = "updated_at"
+safety_lag_secs = 0
+"#,
+        shards_toml(&[("s0", &var)])
+    );
+    let p = Arc::new(sluice::config::Pipeline::parse(&text, "items.toml").expect("pipeline"));
+    let lake = lake();
+    let r = Extractor::new(p, lake.store.clone())
+        .run_table("items", Shards::All, Mode::Incremental, limits())
+        .await
+        .expect("run");
+    assert_eq!(extracted(&r[0]).rows, 1);
+    let rows: Vec<_> = raw_rows(lake.store.as_ref(), "raw/items/")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["v"], 1);
+    assert!(!rows[0].contains_key("note"), "{:?}", rows[0]);
     shards.drop_all().await;
 }

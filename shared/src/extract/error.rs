@@ -95,6 +95,12 @@ pub enum ShardError {
     /// The lease expires (less a margin) before another page could be read and written.
     #[error("the lease on {key} runs out before another page: this run stops so that no other run's parts are touched; the next run resumes")]
     LeaseExpiring { key: String },
+    /// Two rows share a position in the keyset order: the key columns do not identify a row.
+    #[error("two rows have the same {} ({columns}): the key columns do not identify a row, and a page boundary between such rows would skip one; set key_columns to columns that are unique{}", if *with_updated_at { "updated_at and key columns" } else { "key columns" }, if *with_updated_at { " together with updated_at" } else { "" })]
+    DuplicateKey {
+        columns: String,
+        with_updated_at: bool,
+    },
     /// A local temporary file failed.
     #[error("temporary part file: {reason}")]
     TempFile { reason: String },
@@ -117,12 +123,13 @@ impl ShardError {
     }
 
     /// A failed statement. sqlx's database errors carry the server's message, never the
-    /// bound parameter values.
+    /// bound parameter values; but a server's message about a value (a data exception, a
+    /// constraint) may quote it, so for those only the codes are kept.
     pub(crate) fn db(what: &str, e: sqlx::Error) -> Self {
         ShardError::Query {
             what: what.to_string(),
             retryable: retryable(&e),
-            reason: e.to_string(),
+            reason: redacted(&e).unwrap_or_else(|| e.to_string()),
         }
     }
 
@@ -145,6 +152,38 @@ impl ShardError {
             reason: reason.into(),
         }
     }
+}
+
+/// MySQL and MariaDB errors whose message quotes a value: duplicate entry (1062), out of range
+/// (1264, 1690), truncated or incorrect values (1265, 1292, 1366, 1367, 1406, 1411), an
+/// invalid character string (1300), invalid JSON (3140).
+const MYSQL_VALUE_ERRORS: &[u16] = &[
+    1062, 1264, 1265, 1292, 1300, 1366, 1367, 1406, 1411, 1690, 3140,
+];
+
+/// The codes alone, for a database error whose message may quote a row's value: SQLSTATE
+/// class 22 (data exception) or 23 (integrity constraint), or a MySQL value error. `None`:
+/// the message can be shown.
+fn redacted(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let state = db.code().map(|c| c.to_string()).unwrap_or_default();
+    let number = db
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|m| m.number());
+    let quotes_values = state.starts_with("22")
+        || state.starts_with("23")
+        || number.is_some_and(|n| MYSQL_VALUE_ERRORS.contains(&n));
+    if !quotes_values {
+        return None;
+    }
+    let mysql = number
+        .map(|n| format!(", MySQL error {n}"))
+        .unwrap_or_default();
+    Some(format!(
+        "the database refused a value (SQLSTATE {state}{mysql}); its message is not shown, as it may quote the row's data"
+    ))
 }
 
 /// Network-level failures are worth a retry; a database's refusal is not.

@@ -70,6 +70,7 @@ impl Pager<'_> {
         limits: &Limits,
     ) -> Result<LoopEnd, ShardError> {
         let dump = cursor.is_dump();
+        enc.set_dump(dump);
         let mut pages = 0;
         let mut longest = Duration::ZERO;
         loop {
@@ -88,12 +89,18 @@ impl Pager<'_> {
                     key: self.lease.0.to_string(),
                 });
             }
-            let q = self
-                .select
-                .page(self.described, &cursor, self.upper, self.page_rows)?;
+            // One row more than the page: checked against the page's last row (a twin of it
+            // would be skipped by the next page's `>`), never written.
+            let q = self.select.page(
+                self.described,
+                &cursor,
+                self.upper,
+                self.page_rows.saturating_add(1),
+            )?;
+            let page = u64::from(self.page_rows);
             let rows = match conn {
-                Conn::My(c) => page_mysql(c, &q, enc, sink).await?,
-                Conn::Pg(c) => page_pg(c, &q, enc, sink).await?,
+                Conn::My(c) => page_mysql(c, &q, page, enc, sink).await?,
+                Conn::Pg(c) => page_pg(c, &q, page, enc, sink).await?,
             };
             pages += 1;
             longest = longest.max(started.elapsed());
@@ -164,6 +171,7 @@ fn check_width(kinds: &[Kind], enc: &RowEncoder) -> Result<(), ShardError> {
 async fn page_mysql(
     c: &mut MySqlConnection,
     q: &PageQuery,
+    page: u64,
     enc: &mut RowEncoder,
     sink: &mut PartSink<'_>,
 ) -> Result<u64, ShardError> {
@@ -201,6 +209,10 @@ async fn page_mysql(
             };
             enc.value(i, *kind, bytes)?;
         }
+        if n >= page {
+            enc.check_distinct()?;
+            continue;
+        }
         sink.push(enc.finish()?).await?;
         n += 1;
     }
@@ -211,6 +223,7 @@ async fn page_mysql(
 async fn page_pg(
     c: &mut PgConnection,
     q: &PageQuery,
+    page: u64,
     enc: &mut RowEncoder,
     sink: &mut PartSink<'_>,
 ) -> Result<u64, ShardError> {
@@ -246,6 +259,10 @@ async fn page_pg(
                 )
             };
             enc.value(i, *kind, bytes)?;
+        }
+        if n >= page {
+            enc.check_distinct()?;
+            continue;
         }
         sink.push(enc.finish()?).await?;
         n += 1;

@@ -16,7 +16,7 @@ use super::state::{self, Acquired, Cursor, RunKind, RunRecord, ShardState};
 use super::writer::{last_row, PartSink, RowEncoder};
 use super::zone;
 use super::{Mode, ShardOutcome, ShardStats};
-use crate::config::{ShardConfig, SourceConfig, TableConfig};
+use crate::config::{PiiAction, ShardConfig, SourceConfig, TableConfig};
 use crate::lake::layout::{
     extract_lease_key, extract_part_index, extract_part_key, extract_run_prefix, extract_state_key,
 };
@@ -109,9 +109,11 @@ async fn extract(
 ) -> Result<ShardStats, ShardError> {
     let src = job.source;
     let clock = source::clock(conn).await?;
+    // A column whose PII rule drops it never reaches the lake, so it is never selected.
     let declared: Vec<&str> = job
         .table
         .source_columns()
+        .filter(|c| !c.pii.as_ref().is_some_and(|p| p.action == PiiAction::Drop))
         .map(|c| c.name.as_str())
         .collect();
     let select = Select::new(conn.engine(), src, &declared);

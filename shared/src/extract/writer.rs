@@ -35,6 +35,11 @@ pub(crate) struct RowEncoder {
     /// The greatest `updated_at` written, as its JSON text (fixed width: text order is time
     /// order).
     newest: Vec<u8>,
+    /// The JSON texts of the last finished row's `updated_at` and key columns (in that order):
+    /// the cursor, and what the next row's position must differ from.
+    prev: Vec<Vec<u8>>,
+    /// A dump orders by the key alone, so its positions are the key alone.
+    dump: bool,
 }
 
 impl RowEncoder {
@@ -65,7 +70,35 @@ impl RowEncoder {
             line: Vec::with_capacity(1024),
             spans: Vec::new(),
             newest: Vec::new(),
+            prev: Vec::new(),
+            dump: false,
         }
+    }
+
+    /// Positions are keys alone (a dump) or `(updated_at, key)` (a range).
+    pub(crate) fn set_dump(&mut self, dump: bool) {
+        self.dump = dump;
+    }
+
+    /// Fails when the row in progress has the last finished row's position: rows the keyset
+    /// cannot tell apart, of which a page boundary between them would skip all but the first.
+    pub(crate) fn check_distinct(&self) -> Result<(), ShardError> {
+        let Some((prev_ua, prev_keys)) = self.prev.split_first() else {
+            return Ok(());
+        };
+        let same_keys = self
+            .keys
+            .iter()
+            .zip(prev_keys)
+            .all(|(&i, p)| self.text(i) == p.as_slice());
+        if same_keys && (self.dump || self.text(self.updated_at) == prev_ua.as_slice()) {
+            let names: Vec<&str> = self.keys.iter().map(|&i| self.names[i].as_str()).collect();
+            return Err(ShardError::DuplicateKey {
+                columns: names.join(", "),
+                with_updated_at: !self.dump,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -110,6 +143,17 @@ impl RowEncoder {
                 ));
             }
         }
+        self.check_distinct()?;
+        let mut prev = std::mem::take(&mut self.prev);
+        prev.resize_with(self.keys.len() + 1, Vec::new);
+        for (p, &i) in prev
+            .iter_mut()
+            .zip([&self.updated_at].into_iter().chain(&self.keys))
+        {
+            p.clear();
+            p.extend_from_slice(self.text(i));
+        }
+        self.prev = prev;
         let ua = self.text(self.updated_at);
         if ua > self.newest.as_slice() {
             self.newest = ua.to_vec();
@@ -131,19 +175,24 @@ impl RowEncoder {
 
     /// The position of the last finished row: `(updated_at, key)` in a range, the key in a dump.
     pub(crate) fn cursor(&self, dump: bool) -> Result<Cursor, ShardError> {
-        let parse = |i: usize| {
-            serde_json::from_slice::<Value>(self.text(i))
+        // Position 0 of `prev` is updated_at, then the keys in order.
+        let parse = |pos: usize| {
+            let i = if pos == 0 {
+                self.updated_at
+            } else {
+                self.keys[pos - 1]
+            };
+            let text = self.prev.get(pos).map_or(&b""[..], |t| t.as_slice());
+            serde_json::from_slice::<Value>(text)
                 .map_err(|e| ShardError::column(&self.names[i], e.to_string()))
         };
-        let key = self
-            .keys
-            .iter()
-            .map(|&i| parse(i))
+        let key = (1..=self.keys.len())
+            .map(parse)
             .collect::<Result<Vec<_>, _>>()?;
         if dump {
             return Ok(Cursor::AfterKeys(key));
         }
-        match parse(self.updated_at)? {
+        match parse(0)? {
             Value::String(updated_at) => Ok(Cursor::After {
                 updated_at,
                 key: Some(key),
@@ -258,7 +307,12 @@ impl PartSink<'_> {
     /// existing key means another run took the shard over. Up to `CREATE_MAX_BYTES` the part
     /// goes up with create-if-absent; a larger one (the lake's file upload has no condition) is
     /// checked first, which leaves a window only as wide as its upload.
-    async fn upload(&self, key: &str, path: &std::path::Path, bytes: u64) -> Result<(), ShardError> {
+    async fn upload(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        bytes: u64,
+    ) -> Result<(), ShardError> {
         let lake = |e| ShardError::lake(key, e);
         let exists = || ShardError::PartExists {
             key: key.to_string(),
