@@ -318,3 +318,51 @@ safety_lag_secs = 0
     assert!(!rows[0].contains_key("note"), "{:?}", rows[0]);
     shards.drop_all().await;
 }
+
+/// A page that would run past the deadline (a view that sleeps half a second a row, 20 rows)
+/// is stopped by the session's statement timeout, set to the time left: the run fails,
+/// retryably, well before the page could have finished.
+#[tokio::test]
+async fn a_slow_page_is_stopped_by_the_statement_timeout_before_the_deadline() {
+    let shards = MyShards::create(1).await;
+    shards.exec_all(ITEMS).await;
+    let values: Vec<String> = (1..=20)
+        .map(|i| format!("({i}, 1, '2020-01-01')"))
+        .collect();
+    shards
+        .exec_all(&format!(
+            "INSERT INTO items (id, v, updated_at) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+    shards
+        .exec_all(
+            "CREATE VIEW slow AS SELECT id, v, note, updated_at FROM items WHERE SLEEP(0.5) = 0",
+        )
+        .await;
+    let var = url_env(&shards.url(0));
+    let p = items_pipeline_from(
+        "mysql",
+        &shards_toml(&[("s0", &var)]),
+        "slow",
+        "safety_lag_secs = 0",
+    );
+    let started = std::time::Instant::now();
+    let r = Extractor::new(p, lake().store.clone())
+        .run_table(
+            "items",
+            Shards::All,
+            Mode::Incremental,
+            sluice::extract::Limits::until(started + std::time::Duration::from_secs(8)),
+        )
+        .await
+        .expect("run");
+    let took = started.elapsed();
+    let ShardOutcome::Failed(e) = &r[0].outcome else {
+        panic!("the slow page must be stopped: {:?}", r[0].outcome);
+    };
+    assert!(e.to_string().contains("statement timeout"), "{e}");
+    assert!(e.is_retryable(), "{e}");
+    assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
+    shards.drop_all().await;
+}

@@ -129,7 +129,11 @@ impl ShardError {
         ShardError::Query {
             what: what.to_string(),
             retryable: retryable(&e),
-            reason: redacted(&e).unwrap_or_else(|| e.to_string()),
+            reason: if is_statement_timeout(&e) {
+                "stopped by the statement timeout extract sets to the time left before the run's deadline: the next run continues".into()
+            } else {
+                redacted(&e).unwrap_or_else(|| e.to_string())
+            },
         }
     }
 
@@ -186,10 +190,23 @@ fn redacted(e: &sqlx::Error) -> Option<String> {
     ))
 }
 
-/// Network-level failures are worth a retry; a database's refusal is not.
+/// Network-level failures are worth a retry, and so is a statement stopped by the timeout
+/// extract set (the next run has its own time); a database's refusal is not.
 pub(crate) fn retryable(e: &sqlx::Error) -> bool {
     matches!(
         e,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
-    )
+    ) || is_statement_timeout(e)
+}
+
+/// PostgreSQL's query_canceled (57014), MariaDB's ER_STATEMENT_TIMEOUT (1969), MySQL's
+/// ER_QUERY_TIMEOUT (3024).
+pub(crate) fn is_statement_timeout(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code().as_deref() == Some("57014")
+        || db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|m| matches!(m.number(), 1969 | 3024))
 }

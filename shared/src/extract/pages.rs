@@ -71,6 +71,9 @@ impl Pager<'_> {
     ) -> Result<LoopEnd, ShardError> {
         let dump = cursor.is_dump();
         enc.set_dump(dump);
+        let timeout = StatementTimeout::for_session(conn).await?;
+        timeout.set(conn, limits.deadline).await?;
+        refuse_null_updated_at(conn, self.select, self.described).await?;
         let mut pages = 0;
         let mut longest = Duration::ZERO;
         loop {
@@ -83,6 +86,7 @@ impl Pager<'_> {
                     pages,
                 });
             }
+            timeout.set(conn, limits.deadline).await?;
             let started = Instant::now();
             if started + longest > self.lease.1 {
                 return Err(ShardError::LeaseExpiring {
@@ -118,8 +122,63 @@ impl Pager<'_> {
     }
 }
 
+/// How a session's statements are held to the run's deadline, so that a slow page cannot
+/// outlive the Lambda: PostgreSQL's `statement_timeout` (ms), MariaDB's `max_statement_time`
+/// (seconds), MySQL's `max_execution_time` (ms, SELECT only: all extract runs).
+#[derive(Debug, Clone, Copy)]
+enum StatementTimeout {
+    Postgres,
+    MariaDb,
+    MySql,
+}
+
+impl StatementTimeout {
+    async fn for_session(conn: &mut Conn) -> Result<Self, ShardError> {
+        let c = match conn {
+            Conn::Pg(_) => return Ok(Self::Postgres),
+            Conn::My(c) => c,
+        };
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(c)
+            .await
+            .map_err(|e| ShardError::db("reading the server's version", e))?;
+        Ok(if version.contains("MariaDB") {
+            Self::MariaDb
+        } else {
+            Self::MySql
+        })
+    }
+
+    /// Limits the next statements to the time left before `deadline`, less what the run
+    /// needs after its last page (at least a second: a statement needs some time).
+    async fn set(self, conn: &mut Conn, deadline: Instant) -> Result<(), ShardError> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(FINISH_RESERVE)
+            .max(Duration::from_secs(1));
+        let ms = left.as_millis();
+        let sql = match self {
+            Self::Postgres => format!("SET statement_timeout = {ms}"),
+            Self::MariaDb => format!("SET SESSION max_statement_time = {}", left.as_secs_f64()),
+            Self::MySql => format!("SET SESSION max_execution_time = {ms}"),
+        };
+        let what = "setting the statement timeout";
+        match conn {
+            Conn::My(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(c)
+                .await
+                .map(|_| ()),
+            Conn::Pg(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(c)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| ShardError::db(what, e))
+    }
+}
+
 /// Fails when a row has a NULL `updated_at`: the range's bound would skip it silently.
-pub(crate) async fn refuse_null_updated_at(
+async fn refuse_null_updated_at(
     conn: &mut Conn,
     select: &Select,
     d: &Described,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::columns::{self, Described};
 use super::error::ShardError;
 use super::historical;
-use super::pages::{self, Limits, Pager};
+use super::pages::{Limits, Pager};
 use super::query::Select;
 use super::source::{self, Clock, Conn};
 use super::state::{self, Acquired, Cursor, RunKind, RunRecord, ShardState};
@@ -152,7 +152,6 @@ async fn extract(
         st.run = Some(run.clone());
         etag = Some(state::write_state(job.store, key, &st, etag).await?);
     }
-    pages::refuse_null_updated_at(conn, &select, &described).await?;
     let historical = run.kind == RunKind::Historical;
     let prefix = extract_run_prefix(&job.table.raw_prefix, &job.shard.id, historical, &run.id);
     let (next_index, cursor) = resume_point(job.store, &prefix, &run, &described).await?;
