@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::copy::PeekedRow;
 use super::event::{ChangeEvent, Op, Source};
+use super::fastjson::{self, JsonEvents, RelationJson};
 use super::pgoutput::{self, CdcDecodeError, Column, Message, OldKind, OldTuple};
 use super::value::{self, ValueError};
 
@@ -42,12 +43,16 @@ pub struct RelColumn {
 }
 
 #[derive(Debug)]
-struct RelationInfo {
-    schema: String,
-    table: String,
-    columns: Vec<RelColumn>,
+pub(crate) struct RelationInfo {
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) columns: Vec<RelColumn>,
     /// The primary-key column names.
     key: Vec<String>,
+    /// Their positions in `columns`.
+    pub(crate) key_index: Vec<usize>,
+    /// The escaped names and source of the fast path's events.
+    pub(crate) json: RelationJson,
 }
 
 #[derive(Debug)]
@@ -126,11 +131,56 @@ impl ChangeDecoder {
         row: &PeekedRow,
         out: &mut Vec<Decoded>,
     ) -> Result<(), CdcDecodeError> {
+        match parse_row(row)? {
+            change @ (Message::Insert(_)
+            | Message::Update(_)
+            | Message::Delete(_)
+            | Message::Truncate(_)) => self.change(change, row.lsn, out),
+            other => self.absorb(other, row, out),
+        }
+    }
+
+    /// As [`decode`](Self::decode), but the change events are written to `json` as JSON lines
+    /// (the fast path, `fastjson.rs`: the same events, no `ChangeEvent` built); the other
+    /// messages go to `out` as `decode` puts them.
+    pub fn decode_json(
+        &mut self,
+        row: &PeekedRow,
+        out: &mut Vec<Decoded>,
+        json: &mut JsonEvents,
+    ) -> Result<(), CdcDecodeError> {
         let lsn = row.lsn;
-        let msg = pgoutput::parse(&row.data).map_err(|e| CdcDecodeError::AtLsn {
-            lsn,
-            source: Box::new(e),
-        })?;
+        let msg = parse_row(row)?;
+        let change = match &msg {
+            Message::Insert(m) => Some((m.relation, "Insert")),
+            Message::Update(m) => Some((m.relation, "Update")),
+            Message::Delete(m) => Some((m.relation, "Delete")),
+            _ => None,
+        };
+        if let Some((relation, what)) = change {
+            let ctx = self.json_context(relation, lsn, what)?;
+            return fastjson::write_change(&ctx, &msg, json);
+        }
+        match msg {
+            Message::Truncate(t) => {
+                for oid in t.relations {
+                    let ctx = self.json_context(oid, lsn, "Truncate")?;
+                    fastjson::write_truncate(&ctx, json);
+                }
+                Ok(())
+            }
+            other => self.absorb(other, row, out),
+        }
+    }
+
+    /// The messages other than row changes.
+    fn absorb(
+        &mut self,
+        msg: Message<'_>,
+        row: &PeekedRow,
+        out: &mut Vec<Decoded>,
+    ) -> Result<(), CdcDecodeError> {
+        let lsn = row.lsn;
         match msg {
             Message::Begin(b) => out.push(self.begin(&b, lsn)?),
             Message::Commit(c) => out.push(self.commit(&c, lsn)?),
@@ -151,7 +201,9 @@ impl ChangeDecoder {
                     content: row.data.slice_ref(m.content),
                 });
             }
-            change => self.change(change, lsn, out)?,
+            // Row changes are handled by the callers.
+            Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
+            }
         }
         Ok(())
     }
@@ -255,6 +307,11 @@ impl ChangeDecoder {
                 .collect(),
         };
         let (schema, table) = id;
+        let key_index = key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        let json = RelationJson::new(&self.opts.db, &schema, &table, &columns);
         self.relations.insert(
             r.oid,
             RelationInfo {
@@ -262,19 +319,21 @@ impl ChangeDecoder {
                 table,
                 columns,
                 key,
+                key_index,
+                json,
             },
         );
         Ok(())
     }
 
-    /// The relation of a change and its event source; a change needs both a Relation message
+    /// The relation and transaction of a change: a change needs both a Relation message
     /// before it and a transaction around it.
-    fn context(
+    fn lookup(
         &self,
         oid: u32,
         lsn: u64,
         message: &'static str,
-    ) -> Result<(&RelationInfo, Source), CdcDecodeError> {
+    ) -> Result<(&RelationInfo, &Txn), CdcDecodeError> {
         let txn = self
             .txn
             .as_ref()
@@ -283,6 +342,17 @@ impl ChangeDecoder {
             .relations
             .get(&oid)
             .ok_or(CdcDecodeError::UnknownRelation { oid, lsn })?;
+        Ok((rel, txn))
+    }
+
+    /// The relation of a change and its event source.
+    fn context(
+        &self,
+        oid: u32,
+        lsn: u64,
+        message: &'static str,
+    ) -> Result<(&RelationInfo, Source), CdcDecodeError> {
+        let (rel, txn) = self.lookup(oid, lsn, message)?;
         let source = Source {
             db: self.opts.db.clone(),
             schema: rel.schema.clone(),
@@ -293,6 +363,29 @@ impl ChangeDecoder {
         };
         Ok((rel, source))
     }
+
+    fn json_context(
+        &self,
+        oid: u32,
+        lsn: u64,
+        message: &'static str,
+    ) -> Result<fastjson::Context<'_>, CdcDecodeError> {
+        let (rel, txn) = self.lookup(oid, lsn, message)?;
+        Ok(fastjson::Context {
+            rel,
+            lsn,
+            txid: txn.xid,
+            commit_ts: &txn.commit_ts,
+        })
+    }
+}
+
+/// The message of a peeked row; an error carries the row's LSN.
+fn parse_row(row: &PeekedRow) -> Result<Message<'_>, CdcDecodeError> {
+    pgoutput::parse(&row.data).map_err(|e| CdcDecodeError::AtLsn {
+        lsn: row.lsn,
+        source: Box::new(e),
+    })
 }
 
 fn event(
@@ -408,15 +501,8 @@ fn typed(
         Column::UnchangedToast => return Ok(None),
         Column::Text(bytes) => bytes,
     };
-    let err = |source| CdcDecodeError::Value {
-        lsn,
-        schema: rel.schema.clone(),
-        table: rel.table.clone(),
-        column: col.name.clone(),
-        type_oid: col.type_oid,
-        source,
-    };
-    let text = std::str::from_utf8(text).map_err(|_| err(ValueError::NotUtf8))?;
+    let text =
+        std::str::from_utf8(text).map_err(|_| value_error(rel, col, lsn, ValueError::NotUtf8))?;
     match value::text_to_json(col.type_oid, text) {
         Ok(v) => Ok(Some(v)),
         // A value PostgreSQL accepted but the typing cannot read (a JSON number beyond f64's
@@ -425,21 +511,46 @@ fn typed(
         // its PostgreSQL text instead; the transform keeps it for a string column and
         // quarantines it with the reason otherwise.
         Err(e) => {
-            tracing::warn!(
-                lsn,
-                schema = rel.schema,
-                table = rel.table,
-                column = col.name,
-                type_oid = col.type_oid,
-                error = %e,
-                "a value the decoder cannot type is sent as its PostgreSQL text"
-            );
+            warn_untyped(rel, col, lsn, &e);
             Ok(Some(Value::String(text.to_string())))
         }
     }
 }
 
-fn check_shape(rel: &RelationInfo, columns: &[Column<'_>], lsn: u64) -> Result<(), CdcDecodeError> {
+pub(crate) fn value_error(
+    rel: &RelationInfo,
+    col: &RelColumn,
+    lsn: u64,
+    source: ValueError,
+) -> CdcDecodeError {
+    CdcDecodeError::Value {
+        lsn,
+        schema: rel.schema.clone(),
+        table: rel.table.clone(),
+        column: col.name.clone(),
+        type_oid: col.type_oid,
+        source,
+    }
+}
+
+/// The one log line of a value sent as its text (never the value itself).
+pub(crate) fn warn_untyped(rel: &RelationInfo, col: &RelColumn, lsn: u64, e: &ValueError) {
+    tracing::warn!(
+        lsn,
+        schema = rel.schema,
+        table = rel.table,
+        column = col.name,
+        type_oid = col.type_oid,
+        error = %e,
+        "a value the decoder cannot type is sent as its PostgreSQL text"
+    );
+}
+
+pub(crate) fn check_shape(
+    rel: &RelationInfo,
+    columns: &[Column<'_>],
+    lsn: u64,
+) -> Result<(), CdcDecodeError> {
     if columns.len() != rel.columns.len() {
         return Err(CdcDecodeError::TupleShape {
             lsn,

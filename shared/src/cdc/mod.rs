@@ -6,6 +6,7 @@
 pub mod copy;
 pub mod decode;
 pub mod event;
+pub mod fastjson;
 pub mod pgoutput;
 pub mod setup;
 pub mod sink;

@@ -4,6 +4,8 @@
 //! this way, and so does `COPY … TO STDOUT` in text format once its escapes are undone, which is
 //! why [`text_to_json`] is a plain function of (type OID, text): the snapshot reuses it.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde_json::{Number, Value};
 use thiserror::Error;
@@ -132,12 +134,16 @@ fn float(text: &str) -> Result<Value, ValueError> {
 
 /// bytea in hex output (`\x0aff`) to standard padded base64.
 fn bytea(text: &str) -> Result<String, ValueError> {
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytea_raw(text)?))
+}
+
+/// The bytes of a bytea in hex output form.
+pub(crate) fn bytea_raw(text: &str) -> Result<Vec<u8>, ValueError> {
     let hex_digits = text.strip_prefix("\\x").ok_or(invalid(
         "bytea",
         "not in hex output form (bytea_output = 'hex')",
     ))?;
-    let raw = hex::decode(hex_digits).map_err(|_| invalid("bytea", "bad hex digits"))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(raw))
+    hex::decode(hex_digits).map_err(|_| invalid("bytea", "bad hex digits"))
 }
 
 /// A timestamp as ISO-8601 UTC with six fraction digits: `2026-11-26T09:00:00.123456Z`.
@@ -146,40 +152,68 @@ fn bytea(text: &str) -> Result<String, ValueError> {
 /// dates keep PostgreSQL's text: ISO-8601 has no form for the first two, and the lake reads
 /// the third as text anyway.
 pub fn timestamp(text: &str, with_tz: bool) -> Result<String, ValueError> {
+    Ok(match timestamp_parts(text, with_tz)? {
+        Timestamp::Text(t) => t.to_string(),
+        Timestamp::Utc { date, hms, frac } => format!("{date}T{hms}.{frac:0<6}Z"),
+        Timestamp::Shifted(s) => s,
+    })
+}
+
+/// A timestamp read for [`timestamp`], in pieces so that the fast writer can copy them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Timestamp<'a> {
+    /// Kept as PostgreSQL wrote it.
+    Text(&'a str),
+    /// Already UTC: `{date}T{hms}.{frac padded with zeros to 6}Z`.
+    Utc {
+        date: &'a str,
+        hms: &'a str,
+        frac: &'a str,
+    },
+    /// Moved to UTC from another offset, in its final form.
+    Shifted(String),
+}
+
+pub(crate) fn timestamp_parts(text: &str, with_tz: bool) -> Result<Timestamp<'_>, ValueError> {
     const WHAT: &str = "timestamp";
     if matches!(text, "infinity" | "-infinity") || text.ends_with(" BC") {
-        return Ok(text.to_string());
+        return Ok(Timestamp::Text(text));
     }
-    let (date, rest) = text
-        .split_once(' ')
-        .ok_or(invalid(WHAT, "no space between date and time"))?;
-    let split = if with_tz {
-        rest.find(['+', '-'])
+    // Byte searches: a `char` pattern costs more than the rest of the parse (under perf).
+    let (date, rest) =
+        split_byte(text, |b| b == b' ').ok_or(invalid(WHAT, "no space between date and time"))?;
+    let (time, offset) = if with_tz {
+        let at = rest
+            .bytes()
+            .position(|b| b == b'+' || b == b'-')
+            .ok_or(invalid(WHAT, "no UTC offset"))?;
+        rest.split_at_checked(at)
             .ok_or(invalid(WHAT, "no UTC offset"))?
     } else {
-        rest.len()
+        (rest, "")
     };
-    let (time, offset) = rest.split_at(split);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let (hms, frac) = split_byte(time, |b| b == b'.').unwrap_or((time, ""));
     if !is_date(date) || !is_hms(hms) || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(invalid(WHAT, "not YYYY-MM-DD HH:MM:SS[.ffffff]"));
     }
     let offset_secs = if with_tz { utc_offset(offset)? } else { 0 };
     if offset_secs == 0 {
-        return Ok(format!("{date}T{hms}.{frac:0<6}Z"));
+        return Ok(Timestamp::Utc { date, hms, frac });
     }
-    shift_to_utc(date, hms, frac, offset_secs)
+    shift_to_utc(date, hms, frac, offset_secs).map(Timestamp::Shifted)
 }
 
 /// `YYYY-MM-DD` with a year of four or more digits.
 fn is_date(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 3
-        && parts[0].len() >= 4
-        && parts[1].len() == 2
-        && parts[2].len() == 2
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    let b = s.as_bytes();
+    let n = b.len();
+    n >= 10
+        && b[n - 3] == b'-'
+        && b[n - 6] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == n - 3 || i == n - 6 || c.is_ascii_digit())
 }
 
 fn is_hms(s: &str) -> bool {
@@ -198,20 +232,25 @@ fn utc_offset(s: &str) -> Result<i64, ValueError> {
         Some(b'-') => (-1, &s[1..]),
         _ => return Err(bad()),
     };
-    let mut secs = 0i64;
-    let mut parts = 0;
-    for (i, part) in body.split(':').enumerate() {
-        if i > 2 || part.len() != 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let n: i64 = part.parse().map_err(|_| bad())?;
-        secs += n * [3600, 60, 1][i];
-        parts += 1;
-    }
-    if parts == 0 {
+    // `HH`, `HH:MM` or `HH:MM:SS`.
+    if !matches!(body.len(), 2 | 5 | 8) {
         return Err(bad());
     }
+    let mut secs = 0i64;
+    for (part, unit) in body.as_bytes().chunks(3).zip([3600, 60, 1]) {
+        let (tens, ones) = match part {
+            [t, o] | [t, o, b':'] if t.is_ascii_digit() && o.is_ascii_digit() => (t, o),
+            _ => return Err(bad()),
+        };
+        secs += i64::from((tens - b'0') * 10 + (ones - b'0')) * unit;
+    }
     Ok(sign * secs)
+}
+
+/// `s` split around the first byte that `at` picks (an ASCII byte, so both sides are text).
+fn split_byte(s: &str, at: impl Fn(u8) -> bool) -> Option<(&str, &str)> {
+    let i = s.bytes().position(at)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// The rare path: a timestamp with a non-zero offset, moved to UTC with chrono.
@@ -230,6 +269,73 @@ fn shift_to_utc(date: &str, hms: &str, frac: &str, offset_secs: i64) -> Result<S
 /// array whose elements are typed as `element`; nested arrays nest. The dimension prefix is
 /// dropped: JSON arrays start at 0.
 fn array(text: &str, element: u32) -> Result<Value, ValueError> {
+    let mut sink = ValueArray::default();
+    parse_array(text, element, &mut sink)?;
+    sink.done.ok_or(invalid("array", "expected '{'"))
+}
+
+/// What [`parse_array`] finds, in order: the JSON array as a `Value` here, or written straight
+/// out by the fast writer (`fastjson.rs`). One parser, so both read an array the same way.
+pub(crate) trait ArraySink {
+    /// `{`: an array (or a nested one) opens.
+    fn open(&mut self);
+    /// `}`: the innermost open array closes.
+    fn close(&mut self);
+    /// `,` between two items.
+    fn separator(&mut self);
+    /// An unquoted `NULL`.
+    fn null(&mut self);
+    /// An element's text, unescaped, to be typed as `element`.
+    fn element(&mut self, element: u32, text: &str) -> Result<(), ValueError>;
+}
+
+/// Builds the `Value` of an array.
+#[derive(Default)]
+struct ValueArray {
+    /// The arrays still open, innermost last.
+    open: Vec<Vec<Value>>,
+    done: Option<Value>,
+}
+
+impl ValueArray {
+    fn push(&mut self, v: Value) {
+        match self.open.last_mut() {
+            Some(items) => items.push(v),
+            None => self.done = Some(v),
+        }
+    }
+}
+
+impl ArraySink for ValueArray {
+    fn open(&mut self) {
+        self.open.push(Vec::new());
+    }
+
+    fn close(&mut self) {
+        let items = self.open.pop().unwrap_or_default();
+        self.push(Value::Array(items));
+    }
+
+    fn separator(&mut self) {}
+
+    fn null(&mut self) {
+        self.push(Value::Null);
+    }
+
+    fn element(&mut self, element: u32, text: &str) -> Result<(), ValueError> {
+        let v = text_to_json(element, text)?;
+        self.push(v);
+        Ok(())
+    }
+}
+
+/// Reads an array's text form into `sink` (see [`array`]). On an error the sink holds part
+/// of the array, which the caller drops.
+pub(crate) fn parse_array<S: ArraySink>(
+    text: &str,
+    element: u32,
+    sink: &mut S,
+) -> Result<(), ValueError> {
     let body = if text.starts_with('[') {
         let (_, after) = text
             .split_once('=')
@@ -239,27 +345,27 @@ fn array(text: &str, element: u32) -> Result<Value, ValueError> {
         text
     };
     let mut p = ArrayParser {
-        s: body.as_bytes(),
+        s: body,
         pos: 0,
         element,
     };
-    let v = p.array(1)?;
+    p.array(1, sink)?;
     p.skip_space();
     if p.pos != p.s.len() {
         return Err(invalid("array", "text after the closing brace"));
     }
-    Ok(v)
+    Ok(())
 }
 
 struct ArrayParser<'a> {
-    s: &'a [u8],
+    s: &'a str,
     pos: usize,
     element: u32,
 }
 
-impl ArrayParser<'_> {
+impl<'a> ArrayParser<'a> {
     fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
+        self.s.as_bytes().get(self.pos).copied()
     }
 
     fn skip_space(&mut self) {
@@ -268,7 +374,7 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, ValueError> {
+    fn array<S: ArraySink>(&mut self, depth: usize, sink: &mut S) -> Result<(), ValueError> {
         if depth > MAX_ARRAY_DEPTH {
             return Err(invalid("array", "more than 6 dimensions"));
         }
@@ -277,39 +383,57 @@ impl ArrayParser<'_> {
             return Err(invalid("array", "expected '{'"));
         }
         self.pos += 1;
-        let mut items = Vec::new();
+        sink.open();
         self.skip_space();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            sink.close();
+            return Ok(());
         }
         loop {
             self.skip_space();
-            let item = match self.peek() {
-                Some(b'{') => self.array(depth + 1)?,
+            match self.peek() {
+                Some(b'{') => self.array(depth + 1, sink)?,
                 Some(b'"') => {
                     let text = self.quoted()?;
-                    text_to_json(self.element, &text)?
+                    sink.element(self.element, &text)?;
                 }
-                _ => self.unquoted()?,
-            };
-            items.push(item);
+                _ => match self.unquoted()? {
+                    None => sink.null(),
+                    Some(text) => sink.element(self.element, &text)?,
+                },
+            }
             self.skip_space();
             match self.peek() {
-                Some(b',') => self.pos += 1,
+                Some(b',') => {
+                    self.pos += 1;
+                    sink.separator();
+                }
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    sink.close();
+                    return Ok(());
                 }
                 _ => return Err(invalid("array", "expected ',' or '}'")),
             }
         }
     }
 
-    /// A double-quoted element; a backslash takes the next byte literally.
-    fn quoted(&mut self) -> Result<String, ValueError> {
+    /// The text from `start` to the current position: borrowed, since both ends sit next to
+    /// ASCII delimiters (checked all the same).
+    fn slice(&self, start: usize, end: usize) -> Result<Cow<'a, str>, ValueError> {
+        self.s
+            .get(start..end)
+            .map(Cow::Borrowed)
+            .ok_or(ValueError::NotUtf8)
+    }
+
+    /// A double-quoted element; a backslash takes the next byte literally. Borrowed when it
+    /// has no backslash.
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ValueError> {
         self.pos += 1;
-        let mut out = Vec::new();
+        let start = self.pos;
+        let mut out: Option<Vec<u8>> = None;
         loop {
             match self.peek() {
                 None => return Err(invalid("array", "unterminated quoted element")),
@@ -318,26 +442,43 @@ impl ArrayParser<'_> {
                     break;
                 }
                 Some(b'\\') => {
-                    let escaped = self
-                        .s
-                        .get(self.pos + 1)
-                        .ok_or(invalid("array", "backslash at the end"))?;
-                    out.push(*escaped);
+                    let escaped = self.escaped()?;
+                    let buf =
+                        out.get_or_insert_with(|| self.s.as_bytes()[start..self.pos].to_vec());
+                    buf.push(escaped);
                     self.pos += 2;
                 }
                 Some(b) => {
-                    out.push(b);
+                    if let Some(buf) = out.as_mut() {
+                        buf.push(b);
+                    }
                     self.pos += 1;
                 }
             }
         }
-        // Only ASCII bytes were dropped from valid UTF-8, so this holds; checked all the same.
-        String::from_utf8(out).map_err(|_| ValueError::NotUtf8)
+        match out {
+            None => self.slice(start, self.pos - 1),
+            // Only ASCII bytes were dropped from valid UTF-8, so this holds; checked all the same.
+            Some(buf) => String::from_utf8(buf)
+                .map(Cow::Owned)
+                .map_err(|_| ValueError::NotUtf8),
+        }
     }
 
-    /// An unquoted element up to ',' or '}'; `NULL` in any case is SQL NULL.
-    fn unquoted(&mut self) -> Result<Value, ValueError> {
-        let mut out = Vec::new();
+    /// The byte after a backslash.
+    fn escaped(&self) -> Result<u8, ValueError> {
+        self.s
+            .as_bytes()
+            .get(self.pos + 1)
+            .copied()
+            .ok_or(invalid("array", "backslash at the end"))
+    }
+
+    /// An unquoted element up to ',' or '}', trailing spaces dropped; `None` for `NULL` in
+    /// any case (SQL NULL). Borrowed when it has no backslash.
+    fn unquoted(&mut self) -> Result<Option<Cow<'a, str>>, ValueError> {
+        let start = self.pos;
+        let mut out: Option<Vec<u8>> = None;
         while let Some(b) = self.peek() {
             match b {
                 b',' | b'}' => break,
@@ -345,33 +486,50 @@ impl ArrayParser<'_> {
                     return Err(invalid("array", "unexpected '{' or '\"' in an element"))
                 }
                 b'\\' => {
-                    let escaped = self
-                        .s
-                        .get(self.pos + 1)
-                        .ok_or(invalid("array", "backslash at the end"))?;
-                    out.push(*escaped);
+                    let escaped = self.escaped()?;
+                    let buf =
+                        out.get_or_insert_with(|| self.s.as_bytes()[start..self.pos].to_vec());
+                    buf.push(escaped);
                     self.pos += 2;
                 }
                 _ => {
-                    out.push(b);
+                    if let Some(buf) = out.as_mut() {
+                        buf.push(b);
+                    }
                     self.pos += 1;
                 }
             }
         }
-        while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            out.pop();
-        }
-        if out.is_empty() {
+        let text = match out {
+            None => {
+                let bytes = &self.s.as_bytes()[start..self.pos];
+                let kept = bytes.len() - trailing_space(bytes);
+                self.slice(start, start + kept)?
+            }
+            Some(mut buf) => {
+                buf.truncate(buf.len() - trailing_space(&buf));
+                Cow::Owned(String::from_utf8(buf).map_err(|_| ValueError::NotUtf8)?)
+            }
+        };
+        if text.is_empty() {
             return Err(invalid("array", "empty element"));
         }
-        let text = String::from_utf8(out).map_err(|_| ValueError::NotUtf8)?;
         if text.eq_ignore_ascii_case("NULL") {
-            return Ok(Value::Null);
+            return Ok(None);
         }
-        text_to_json(self.element, &text)
+        Ok(Some(text))
     }
+}
+
+/// How many ASCII whitespace bytes end `bytes`.
+fn trailing_space(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count()
 }
 
 #[cfg(test)]
 #[path = "tests/value.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -7,9 +7,9 @@ fn ok(type_oid: u32, text: &str) -> Value {
     text_to_json(type_oid, text).unwrap_or_else(|e| panic!("{type_oid} {text:?}: {e}"))
 }
 
-#[test]
-fn scalars() {
-    let cases: &[(u32, &str, Value)] = &[
+/// Each type's text and its JSON (also the fast writer's test data).
+pub(crate) fn scalar_cases() -> Vec<(u32, &'static str, Value)> {
+    vec![
         (oid::INT2, "-32768", json!(-32768)),
         (oid::INT4, "2147483647", json!(2147483647)),
         (oid::INT8, "-9223372036854775808", json!(i64::MIN)),
@@ -56,15 +56,18 @@ fn scalars() {
         ),
         (oid::TIME, "13:45:00.5", json!("13:45:00.5")),
         (16391, "ok", json!("ok")),
-    ];
-    for (t, text, want) in cases {
+    ]
+}
+
+#[test]
+fn scalars() {
+    for (t, text, want) in &scalar_cases() {
         assert_eq!(&ok(*t, text), want, "{t} {text:?}");
     }
 }
 
-#[test]
-fn timestamps() {
-    let cases: &[(u32, &str, &str)] = &[
+pub(crate) fn timestamp_cases() -> Vec<(u32, &'static str, &'static str)> {
+    vec![
         (
             oid::TIMESTAMPTZ,
             "2026-11-26 09:00:00.123456+00",
@@ -112,23 +115,36 @@ fn timestamps() {
             "0044-03-15 12:00:00 BC",
             "0044-03-15 12:00:00 BC",
         ),
-    ];
-    for (t, text, want) in cases {
+    ]
+}
+
+pub(crate) const BAD_TIMESTAMPS: [&str; 12] = [
+    "2026-11-26",
+    "2026-11-26 9:00:00+00",
+    "2026-11-26 09:00:00.1234567+00",
+    "2026-11-26 09:00:00+0",
+    "202-11-26 09:00:00+00",
+    "2026-11-2 09:00:00+00",
+    "2026/11/26 09:00:00+00",
+    "2026-11-26-01 09:00:00+00",
+    "2026-11-26 09:00:00+00:0",
+    "2026-11-26 09:00:00+00:00:00:00",
+    "2026-11-26 09:00:00+0a",
+    "2026-11-26 09:00:00+00;30",
+];
+
+#[test]
+fn timestamps() {
+    for (t, text, want) in &timestamp_cases() {
         assert_eq!(ok(*t, text), json!(want), "{text:?}");
     }
-    for bad in [
-        "2026-11-26",
-        "2026-11-26 9:00:00+00",
-        "2026-11-26 09:00:00.1234567+00",
-        "2026-11-26 09:00:00+0",
-    ] {
+    for bad in BAD_TIMESTAMPS {
         assert!(text_to_json(oid::TIMESTAMPTZ, bad).is_err(), "{bad:?}");
     }
 }
 
-#[test]
-fn arrays() {
-    let cases: &[(u32, &str, Value)] = &[
+pub(crate) fn array_cases() -> Vec<(u32, &'static str, Value)> {
+    vec![
         (1007, "{1,2,NULL}", json!([1, 2, null])),
         (1007, "{}", json!([])),
         (1005, "{{1,2},{3,4}}", json!([[1, 2], [3, 4]])),
@@ -183,35 +199,43 @@ fn arrays() {
         ),
         (1001, r#"{"\\x00ff",NULL}"#, json!(["AP8=", null])),
         (1007, " { 1 , 2 } ", json!([1, 2])),
-    ];
-    for (t, text, want) in cases {
-        assert_eq!(&ok(*t, text), want, "{t} {text:?}");
-    }
-    // An array type this module does not know (box[] uses ';') stays text.
-    assert_eq!(
-        ok(1020, "{(1,1),(0,0);(2,2),(1,1)}"),
-        json!("{(1,1),(0,0);(2,2),(1,1)}")
-    );
+        // An array type this module does not know (box[] uses ';') stays text.
+        (
+            1020,
+            "{(1,1),(0,0);(2,2),(1,1)}",
+            json!("{(1,1),(0,0);(2,2),(1,1)}"),
+        ),
+    ]
 }
 
 #[test]
+fn arrays() {
+    for (t, text, want) in &array_cases() {
+        assert_eq!(&ok(*t, text), want, "{t} {text:?}");
+    }
+}
+
+/// Texts the typing refuses.
+pub(crate) const INVALID: [(u32, &str); 14] = [
+    (oid::INT4, "12x"),
+    (oid::INT2, ""),
+    (oid::BOOL, "true"),
+    (oid::FLOAT8, "nan"),
+    (oid::JSONB, "{secret"),
+    (oid::BYTEA, "secret"),
+    (oid::BYTEA, "\\xabc"),
+    (1007, "{1,2"),
+    (1007, "{1,,2}"),
+    (1007, "{1}x"),
+    (1009, "{\"secret}"),
+    (1007, "{{{{{{{1}}}}}}}"),
+    (1007, "{1,x}"),
+    (1016, "[1:2]{1,2}"),
+];
+
+#[test]
 fn invalid_values_say_what_without_the_value() {
-    for (t, text) in [
-        (oid::INT4, "12x"),
-        (oid::INT2, ""),
-        (oid::BOOL, "true"),
-        (oid::FLOAT8, "nan"),
-        (oid::JSONB, "{secret"),
-        (oid::BYTEA, "secret"),
-        (oid::BYTEA, "\\xabc"),
-        (1007, "{1,2"),
-        (1007, "{1,,2}"),
-        (1007, "{1}x"),
-        (1009, "{\"secret}"),
-        (1007, "{{{{{{{1}}}}}}}"),
-        (1007, "{1,x}"),
-        (1016, "[1:2]{1,2}"),
-    ] {
+    for (t, text) in INVALID {
         let e = text_to_json(t, text).expect_err(text);
         let msg = e.to_string();
         assert!(!msg.contains("secret") && !msg.contains("12x"), "{msg}");
@@ -222,16 +246,30 @@ fn invalid_values_say_what_without_the_value() {
     );
 }
 
+/// The OIDs `text_to_json` types (the others are strings).
+pub(crate) const TYPED: [u32; 21] = [
+    16, 17, 20, 21, 23, 26, 114, 700, 701, 1082, 1114, 1184, 1700, 3802, 1000, 1001, 1007, 1009,
+    1185, 199, 3807,
+];
+
+/// Short texts of the characters that matter to the value forms.
+pub(crate) fn junk_text() -> impl Strategy<Value = String> {
+    let chars = vec![
+        '{', '}', '"', '\\', ',', '[', ']', ':', '=', '1', 'a', 'N', ' ', '-', '+', '.', 'é', 'x',
+    ];
+    proptest::collection::vec(proptest::sample::select(chars), 0..30)
+        .prop_map(|c| c.into_iter().collect())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Any text for any of the typed OIDs: a value or an error, never a panic.
     #[test]
     fn any_text_no_panic(
-        t in proptest::sample::select(vec![16u32, 17, 20, 21, 23, 26, 114, 700, 701, 1082, 1114, 1184, 1700, 3802, 1000, 1001, 1007, 1009, 1185, 199, 3807]),
-        text in proptest::collection::vec(proptest::sample::select(vec!['{', '}', '"', '\\', ',', '[', ']', ':', '=', '1', 'a', 'N', ' ', '-', '+', '.', 'é', 'x']), 0..30),
+        t in proptest::sample::select(TYPED.to_vec()),
+        text in junk_text(),
     ) {
-        let text: String = text.into_iter().collect();
         let _ = text_to_json(t, &text);
     }
 

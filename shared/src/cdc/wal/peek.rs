@@ -3,9 +3,10 @@
 //! and without moving the slot (a peek never consumes). For debugging, and the decoding speed
 //! benchmark (`bench/cdc.sh`).
 //!
-//! The COPY stream goes chunk by chunk through [`CopyFrames`] and the [`ChangeDecoder`]
-//! straight into the writer: nothing is collected, and memory stays that of one row and one
-//! event whatever the size of a transaction. Differences from a run: an event over 1 MiB is
+//! The COPY stream goes chunk by chunk through [`CopyFrames`] and the [`ChangeDecoder`]'s fast
+//! path (`fastjson.rs`: each event's JSON written straight from the tuple's text, the same
+//! events as the `ChangeEvent`s of a run) into the writer: nothing is collected, and memory
+//! stays that of one row and its events whatever the size of a transaction. Differences from a run: an event over 1 MiB is
 //! written whole (a run spills it and sends a pointer), a transaction part of which a run has
 //! already sent is written whole, and no heartbeat is emitted.
 //!
@@ -23,6 +24,7 @@ use super::source::{self, lsn_text};
 use super::WalError;
 use crate::cdc::copy::{peek_copy_sql, CopyFrames};
 use crate::cdc::decode::{ChangeDecoder, Decoded, DecoderOptions};
+use crate::cdc::fastjson::JsonEvents;
 use crate::cdc::pgoutput::CdcDecodeError;
 
 /// Primary-key columns per source `(schema, table)`.
@@ -157,8 +159,10 @@ pub async fn publication_primary_keys(
 struct EventLines {
     frames: CopyFrames,
     decoder: ChangeDecoder,
-    /// Reused for every row: a row yields at most two events.
+    /// Reused for every row: the row's Begin, Commit or Message.
     out: Vec<Decoded>,
+    /// Reused for every row: its change events as JSON lines (the decoder's fast path).
+    json: JsonEvents,
     stats: PeekStats,
 }
 
@@ -167,7 +171,8 @@ impl EventLines {
         EventLines {
             frames: CopyFrames::new(),
             decoder: ChangeDecoder::new(options),
-            out: Vec::with_capacity(2),
+            out: Vec::with_capacity(1),
+            json: JsonEvents::default(),
             stats: PeekStats::default(),
         }
     }
@@ -176,22 +181,22 @@ impl EventLines {
     fn push<W: Write + ?Sized>(&mut self, chunk: &[u8], writer: &mut W) -> Result<(), PeekError> {
         self.frames.push(chunk);
         while let Some(row) = self.frames.next_row()? {
-            self.decoder.decode(&row, &mut self.out)?;
+            self.decoder
+                .decode_json(&row, &mut self.out, &mut self.json)?;
+            // Compact JSON, the same events a run puts in the Kinesis records.
+            writer
+                .write_all(&self.json.bytes)
+                .map_err(PeekError::Write)?;
+            self.stats.changes += self.json.events.len() as u64;
+            self.json.clear();
             for d in self.out.drain(..) {
                 match d {
-                    Decoded::Change(ev) => {
-                        // Compact JSON, the same bytes a run puts in the Kinesis record.
-                        serde_json::to_writer(&mut *writer, &ev)
-                            .map_err(|e| PeekError::Write(e.into()))?;
-                        writer.write_all(b"\n").map_err(PeekError::Write)?;
-                        self.stats.changes += 1;
-                    }
                     Decoded::Commit { end_lsn, .. } => {
                         self.stats.transactions += 1;
                         self.stats.last_commit_end = Some(end_lsn);
                     }
                     Decoded::Message { .. } => self.stats.messages += 1,
-                    Decoded::Begin { .. } => {}
+                    Decoded::Begin { .. } | Decoded::Change(_) => {}
                 }
             }
         }
