@@ -4,7 +4,12 @@
 //! at the end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
 
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use base64::Engine;
@@ -12,7 +17,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 
 use sluice::cdc::wal::{state, WalState};
-use sluice::lake::ObjectStore;
+use sluice::lake::{LakeError, ObjectMeta, ObjectStore, PutMode, PutResult};
 
 /// One record read back from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,5 +272,66 @@ impl SourceDb {
                 self.publication, self.schema
             )))
             .await;
+    }
+}
+
+/// A lake whose writes under `state/cdc/` fail while `fail` is set: a wal-decoder run then dies
+/// after its PutRecords and before it records progress or advances the slot.
+#[derive(Debug)]
+pub struct FailingState {
+    pub inner: Arc<dyn ObjectStore>,
+    pub fail: AtomicBool,
+}
+
+impl FailingState {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> FailingState {
+        FailingState {
+            inner,
+            fail: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FailingState {
+    fn url(&self, key: &str) -> String {
+        self.inner.url(key)
+    }
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError> {
+        self.inner.get_bytes(key).await
+    }
+    async fn get_to_file(
+        &self,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> Result<ObjectMeta, LakeError> {
+        self.inner.get_to_file(key, dest).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutResult, LakeError> {
+        if key.starts_with("state/cdc/") && self.fail.load(Ordering::SeqCst) {
+            return Err(LakeError::Service {
+                op: "PutObject",
+                key: key.into(),
+                message: "injected failure before the slot advance".into(),
+                retryable: true,
+            });
+        }
+        self.inner.put(key, body, mode).await
+    }
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<PutResult, LakeError> {
+        self.inner.put_file(key, path).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), LakeError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError> {
+        self.inner.list(prefix).await
     }
 }

@@ -13,12 +13,9 @@
 //! followed by inserts.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -27,10 +24,10 @@ use sluice::cdc::setup::{self, SetupSpec};
 use sluice::cdc::snapshot::{self, SnapshotSpec, SnapshotTable};
 use sluice::cdc::wal::{self, state, KinesisSink, WalState};
 use sluice::config::Pipeline;
-use sluice::lake::{LakeError, ObjectMeta, ObjectStore, PutMode, PutResult, S3Store};
+use sluice::lake::{ObjectStore, S3Store};
 use sluice::transform::Transformer;
 use sluice::warehouse::{LoadOutcome, Loader, PgTarget};
-use sluice_tests::cdc::{SourceDb, Stream};
+use sluice_tests::cdc::{FailingState, SourceDb, Stream};
 use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
 
 const DDL: &str = "
@@ -91,54 +88,6 @@ columns = [
     )
 }
 
-/// A lake whose writes under `state/cdc/` fail while `fail` is set: the decoder dies after
-/// its PutRecords and before it records progress or advances the slot.
-#[derive(Debug)]
-struct FailingState {
-    inner: Arc<dyn ObjectStore>,
-    fail: AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for FailingState {
-    fn url(&self, key: &str) -> String {
-        self.inner.url(key)
-    }
-    async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError> {
-        self.inner.get_bytes(key).await
-    }
-    async fn get_to_file(
-        &self,
-        key: &str,
-        dest: &std::path::Path,
-    ) -> Result<ObjectMeta, LakeError> {
-        self.inner.get_to_file(key, dest).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutResult, LakeError> {
-        if key.starts_with("state/cdc/") && self.fail.load(Ordering::SeqCst) {
-            return Err(LakeError::Service {
-                op: "PutObject",
-                key: key.into(),
-                message: "injected failure before the slot advance".into(),
-                retryable: true,
-            });
-        }
-        self.inner.put(key, body, mode).await
-    }
-    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<PutResult, LakeError> {
-        self.inner.put_file(key, path).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), LakeError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError> {
-        self.inner.list(prefix).await
-    }
-}
-
 struct World {
     src: SourceDb,
     wh: String,
@@ -164,10 +113,7 @@ impl World {
         let bucket = unique_name("cdce2e");
         let s3 = moto_bucket(&sdk, &bucket).await;
         let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(s3, &bucket));
-        let lake = Arc::new(FailingState {
-            inner: store,
-            fail: AtomicBool::new(false),
-        });
+        let lake = Arc::new(FailingState::new(store));
         let clients = sluice::aws::Clients::new(sdk);
         let stream = Stream::create(clients.kinesis.clone(), &unique_name("cdce2e"), 2).await;
         let settings = wal::settings_from_pipeline(&pipeline).expect("wal settings");
@@ -451,10 +397,10 @@ async fn dml_on_the_source_makes_the_warehouse_equal_the_source() {
     w.src
         .exec("UPDATE accounts SET score = -score WHERE id BETWEEN 10001 AND 10100; DELETE FROM accounts WHERE id = 1000;")
         .await;
-    w.lake.fail.store(true, Ordering::SeqCst);
+    w.lake.set_failing(true);
     let err = w.decode().await.expect_err("the state write fails");
     assert!(err.contains("injected failure"), "{err}");
-    w.lake.fail.store(false, Ordering::SeqCst);
+    w.lake.set_failing(false);
     let sent_before_failure = w.sink().await;
     assert_eq!(
         sent_before_failure, 101,

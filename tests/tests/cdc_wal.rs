@@ -5,12 +5,9 @@
 //! moves with heartbeats; a recreated or dropped slot is an error.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::{json, Value};
 
 use sluice::aws::Clients;
@@ -18,8 +15,8 @@ use sluice::cdc::wal::{
     self, CdcTable, KinesisSink, Publisher, RunLimits, RunReport, SourceLocation, Stop, WalError,
     WalRun,
 };
-use sluice::lake::{LakeError, LocalStore, ObjectMeta, ObjectStore, PutMode, PutResult};
-use sluice_tests::cdc::{Record, SourceDb, Stream};
+use sluice::lake::{LocalStore, ObjectStore};
+use sluice_tests::cdc::{FailingState, Record, SourceDb, Stream};
 use sluice_tests::{moto_sdk_config, unique_name};
 
 const DDL: &str = "CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
@@ -223,54 +220,6 @@ async fn a_transaction_over_the_budget_passes_over_several_runs_each_change_once
     f.cleanup().await;
 }
 
-/// A lake whose writes under `state/` fail while `fail` is set: the run dies after its
-/// PutRecords and before it records progress or advances the slot.
-#[derive(Debug)]
-struct FailingState {
-    inner: Arc<dyn ObjectStore>,
-    fail: AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for FailingState {
-    fn url(&self, key: &str) -> String {
-        self.inner.url(key)
-    }
-    async fn get_bytes(&self, key: &str) -> Result<Bytes, LakeError> {
-        self.inner.get_bytes(key).await
-    }
-    async fn get_to_file(
-        &self,
-        key: &str,
-        dest: &std::path::Path,
-    ) -> Result<ObjectMeta, LakeError> {
-        self.inner.get_to_file(key, dest).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, LakeError> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutResult, LakeError> {
-        if key.starts_with("state/") && self.fail.load(Ordering::SeqCst) {
-            return Err(LakeError::Service {
-                op: "PutObject",
-                key: key.into(),
-                message: "injected failure".into(),
-                retryable: true,
-            });
-        }
-        self.inner.put(key, body, mode).await
-    }
-    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<PutResult, LakeError> {
-        self.inner.put_file(key, path).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), LakeError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError> {
-        self.inner.list(prefix).await
-    }
-}
-
 #[tokio::test]
 async fn a_run_that_dies_before_the_advance_resends_on_the_next() {
     let mut f = fixture("cdcwalc").await;
@@ -278,10 +227,8 @@ async fn a_run_that_dies_before_the_advance_resends_on_the_next() {
         .exec("INSERT INTO items VALUES (1, 'a', 1); INSERT INTO items VALUES (2, 'b', 2);")
         .await;
     let before = f.src.confirmed_lsn().await;
-    let failing = Arc::new(FailingState {
-        inner: f.lake.clone(),
-        fail: AtomicBool::new(true),
-    });
+    let failing = Arc::new(FailingState::new(f.lake.clone()));
+    failing.set_failing(true);
     let err = f
         .run_with(failing.clone(), None)
         .await
@@ -292,7 +239,7 @@ async fn a_run_that_dies_before_the_advance_resends_on_the_next() {
     let first = f.stream.read_new().await;
     assert_eq!(first.len(), 2, "the events were put before the failure");
 
-    failing.fail.store(false, Ordering::SeqCst);
+    failing.set_failing(false);
     let report = f.run_with(failing, None).await.expect("the next run");
     assert_eq!(report.changes, 2, "re-sent");
     let second = f.stream.read_new().await;
