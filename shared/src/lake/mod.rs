@@ -10,6 +10,7 @@
 mod aws;
 mod error;
 pub mod layout;
+pub mod lease;
 mod local;
 pub mod manifest;
 pub mod quarantine;

@@ -9,58 +9,15 @@
 //! it over between our read and our delete, and the delete removes *its* lease, letting a third
 //! load in beside it). The released object stays; the next `acquire` takes it over as expired.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::lake::layout::load_lease_key;
-use crate::lake::{LakeError, ObjectStore, PutMode};
+use crate::lake::{LakeError, ObjectStore};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Body {
-    owner: String,
-    expires_at_ms: u64,
-}
+pub use crate::lake::lease::{now_ms, release, Acquired, Lease};
 
-/// A held lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub key: String,
-    pub owner: String,
-    /// ETag of the lease object as we wrote it: release overwrites only this version.
-    etag: Option<String>,
-}
-
-/// What an attempt to take the lease found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Acquired {
-    Held(Lease),
-    /// Another load holds it until then (milliseconds since the epoch).
-    Busy {
-        owner: String,
-        until_ms: u64,
-    },
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A lease body: `owner` holds it until `expires_at_ms` (0: released).
-fn body(owner: &str, expires_at_ms: u64) -> Bytes {
-    let b = Body {
-        owner: owner.to_string(),
-        expires_at_ms,
-    };
-    // Two plain fields always serialise.
-    Bytes::from(serde_json::to_vec(&b).unwrap_or_default())
-}
-
-/// Takes the lease of `table` for `ttl`, unless another owner holds an unexpired one.
+/// Takes the lease of `table`'s loads (`state/loads/<table>/lease`) for `ttl`, unless another
+/// owner holds an unexpired one.
 pub async fn acquire(
     store: &dyn ObjectStore,
     table: &str,
@@ -68,107 +25,13 @@ pub async fn acquire(
     ttl: Duration,
     now_ms: u64,
 ) -> Result<Acquired, LakeError> {
-    let key = load_lease_key(table);
-    let until = now_ms + ttl.as_millis() as u64;
-    let held = |etag| {
-        Acquired::Held(Lease {
-            key: key.clone(),
-            owner: owner.to_string(),
-            etag,
-        })
-    };
-    match store.put(&key, body(owner, until), PutMode::Create).await {
-        Ok(r) => return Ok(held(r.etag)),
-        Err(LakeError::AlreadyExists { .. }) => {}
-        // Another conditional write to the key was in flight (S3's 409): it won.
-        Err(LakeError::Precondition { .. }) => {
-            return Ok(Acquired::Busy {
-                owner: String::new(),
-                until_ms: now_ms,
-            })
-        }
-        Err(e) => return Err(e),
-    }
-    // Someone has it, or had it. The ETag first: if the body changes after, our update fails.
-    let meta = match store.head(&key).await {
-        Ok(m) => m,
-        // Gone in between (a store cleaned by hand; release never deletes): try once more from
-        // the start next time.
-        Err(LakeError::NotFound { .. }) => {
-            return Ok(Acquired::Busy {
-                owner: String::new(),
-                until_ms: now_ms,
-            })
-        }
-        Err(e) => return Err(e),
-    };
-    let current: Option<Body> = match store.get_bytes(&key).await {
-        Ok(b) => serde_json::from_slice(&b).ok(),
-        Err(LakeError::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if let Some(b) = &current {
-        if b.expires_at_ms > now_ms {
-            return Ok(Acquired::Busy {
-                owner: b.owner.clone(),
-                until_ms: b.expires_at_ms,
-            });
-        }
-    }
-    // Expired or released (or unreadable): take it over, if nobody else did since we looked.
-    let Some(etag) = meta.etag else {
-        return Ok(Acquired::Busy {
-            owner: String::new(),
-            until_ms: now_ms,
-        });
-    };
-    match store
-        .put(&key, body(owner, until), PutMode::UpdateIfMatch(etag))
-        .await
-    {
-        Ok(r) => Ok(held(r.etag)),
-        Err(LakeError::Precondition { .. } | LakeError::NotFound { .. }) => Ok(Acquired::Busy {
-            owner: String::new(),
-            until_ms: now_ms,
-        }),
-        Err(e) => Err(e),
-    }
-}
-
-/// Gives the lease back: overwrites the lease object with an expired body if it is still the
-/// version we wrote. After our expiry someone else may hold a newer one: the write then fails
-/// its condition and their lease stays (logged, not an error: ours was over anyway).
-pub async fn release(store: &dyn ObjectStore, lease: &Lease) -> Result<(), LakeError> {
-    let Some(etag) = &lease.etag else {
-        // No ETag to make the write conditional: leave the lease to expire rather than risk
-        // overwriting a newer holder's.
-        tracing::warn!(key = %lease.key, "lease without an ETag: left to expire");
-        return Ok(());
-    };
-    match store
-        .put(
-            &lease.key,
-            body(&lease.owner, 0),
-            PutMode::UpdateIfMatch(etag.clone()),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(LakeError::Precondition { .. }) => {
-            tracing::info!(
-                key = %lease.key,
-                owner = %lease.owner,
-                "lease already taken over after its expiry: not released"
-            );
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    crate::lake::lease::acquire(store, &load_lease_key(table), owner, ttl, now_ms).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::lease::LeaseBody as Body;
     use crate::lake::LocalStore;
 
     #[tokio::test]
