@@ -6,93 +6,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use serde_json::json;
 use sluice::aws::Clients;
 use sluice::cdc::event::{Source, SpillPointer, SpillRef};
 use sluice::cdc::wal::publish::{KinesisSink, PendingRecord, PublishError, Publisher};
 use sluice::lake::layout::spill_key;
 use sluice::lake::{ObjectStore, S3Store};
+use sluice_tests::cdc::Stream;
 use sluice_tests::{moto_bucket, moto_sdk_config, unique_name};
 
-/// One record as read back: partition key, data, shard.
-type ReadBack = (String, Vec<u8>, String);
-
-/// Creates a stream and waits until it is active; returns its ARN.
-async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
-    kinesis
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
+/// Every record of the stream, as (partition key, data, shard).
+async fn read_all(stream: &mut Stream) -> Vec<(String, Vec<u8>, String)> {
+    stream
+        .read_new()
         .await
-        .expect("CreateStream in moto");
-    for _ in 0..100 {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        let s = summary.stream_description_summary().expect("a summary");
-        if s.stream_status() == &StreamStatus::Active {
-            return s.stream_arn().to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} never became active");
-}
-
-async fn delete_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) {
-    kinesis
-        .delete_stream()
-        .stream_name(name)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .expect("DeleteStream");
-}
-
-/// Every record of every shard, from the start of each.
-async fn read_all(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadBack> {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(name)
-        .send()
-        .await
-        .expect("ListShards");
-    let mut out = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator()
-            .map(str::to_string);
-        while let Some(it) = iterator {
-            let page = kinesis
-                .get_records()
-                .shard_iterator(it)
-                .limit(1000)
-                .send()
-                .await
-                .expect("GetRecords");
-            if page.records().is_empty() {
-                break;
-            }
-            for r in page.records() {
-                let data = r.data().as_ref().to_vec();
-                let key = r.partition_key().expect("a partition key").to_string();
-                out.push((key, data, shard.shard_id().into()));
-            }
-            iterator = page.next_shard_iterator().map(str::to_string);
-        }
-    }
-    out
+        .into_iter()
+        .map(|r| (r.partition_key, r.data, r.shard))
+        .collect()
 }
 
 fn source(i: u32) -> Source {
@@ -143,11 +73,10 @@ fn s_json(s: &Source) -> serde_json::Value {
 async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
     let sdk = moto_sdk_config().await;
     let clients = Clients::new(sdk.clone());
-    let stream = unique_name("cdcpub");
     let bucket = unique_name("cdc-publish");
-    create_stream(&clients.kinesis, &stream, 3).await;
+    let mut stream = Stream::create(clients.kinesis.clone(), &unique_name("cdcpub"), 3).await;
     let lake = Arc::new(S3Store::new(moto_bucket(&sdk, &bucket).await, &bucket));
-    let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &stream));
+    let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &stream.name));
     let mut publisher =
         Publisher::new(sink, lake.clone()).with_deadline(Instant::now() + Duration::from_secs(120));
 
@@ -186,7 +115,7 @@ async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
         big.data
     );
 
-    let read = read_all(&clients.kinesis, &stream).await;
+    let read = read_all(&mut stream).await;
     let mut shard_of: HashMap<&str, &str> = HashMap::new();
     for (pk, _, shard) in &read {
         let first = shard_of.entry(pk).or_insert(shard);
@@ -206,7 +135,7 @@ async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
         "the stream holds exactly the events, once each"
     );
 
-    delete_stream(&clients.kinesis, &stream).await;
+    stream.delete().await;
     lake.delete(&key).await.expect("delete the spill object");
 }
 
@@ -215,8 +144,8 @@ async fn publishes_1200_mixed_events_and_reads_them_back_exactly() {
 async fn publishes_by_arn_and_names_a_missing_stream() {
     let sdk = moto_sdk_config().await;
     let clients = Clients::new(sdk.clone());
-    let stream = unique_name("cdcarn");
-    let arn = create_stream(&clients.kinesis, &stream, 1).await;
+    let mut stream = Stream::create(clients.kinesis.clone(), &unique_name("cdcarn"), 1).await;
+    let arn = stream.arn.clone();
     assert!(arn.starts_with("arn:"), "{arn}");
     let dir = tempfile::tempdir().unwrap();
     let lake = Arc::new(sluice::lake::LocalStore::new(dir.path()).unwrap());
@@ -226,13 +155,13 @@ async fn publishes_by_arn_and_names_a_missing_stream() {
         publisher.add(pending(i)).await.expect("add");
     }
     publisher.flush().await.expect("flush by ARN");
-    let read = read_all(&clients.kinesis, &stream).await;
+    let read = read_all(&mut stream).await;
     let mut got: Vec<Vec<u8>> = read.into_iter().map(|(_, d, _)| d).collect();
     got.sort();
     let mut want: Vec<Vec<u8>> = (0..3).map(|i| pending(i).data).collect();
     want.sort();
     assert_eq!(got, want);
-    delete_stream(&clients.kinesis, &stream).await;
+    stream.delete().await;
 
     let missing = unique_name("cdcmissing");
     let sink = Arc::new(KinesisSink::new(clients.kinesis.clone(), &missing));
